@@ -1,0 +1,40 @@
+"""fastapi_breaker: an asyncio circuit breaker for FastAPI and httpx.
+
+The names below are the engine, and need only the standard library. The FastAPI, httpx and
+other integrations live in their own submodules, each behind an extra.
+"""
+
+from ._breaker import CircuitBreaker
+from ._clock import Clock
+from ._errors import (
+    BreakerError,
+    BreakerShutdownError,
+    CallTimeoutError,
+    CapacityExceededError,
+    CircuitOpenError,
+)
+from ._events import EVENT_NAMES, Event, EventHandler, EventName
+from ._options import BreakerOptions
+from ._state import State
+from ._stats import PERCENTILES, Stats
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "EVENT_NAMES",
+    "PERCENTILES",
+    "BreakerError",
+    "BreakerOptions",
+    "BreakerShutdownError",
+    "CallTimeoutError",
+    "CapacityExceededError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "Clock",
+    "Event",
+    "EventHandler",
+    "EventName",
+    "State",
+    "Stats",
+    "__version__",
+]

@@ -1,0 +1,899 @@
+"""The circuit breaker: Opossum's model, on asyncio, with its known flaws fixed.
+
+The hot path is `call()` while the breaker is closed. It reads one flag (`_fast`), two clock
+values and appends one latency to the current bucket: no lock, no event object, no timer per
+call. Everything else (open, half-open, capacity, listeners, disabled, shut down) goes through
+`_enter()`, which takes the lock.
+
+Every state decision reads the injected clock. No timer moves the state: OPEN turns HALF_OPEN
+when someone looks (a call, `state`, `retry_after`) and finds the reset timeout passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+import logging
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from types import CoroutineType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from ._clock import Clock, monotonic
+from ._deadlines import Deadline, DeadlineQueue
+from ._errors import (
+    BreakerShutdownError,
+    CallTimeoutError,
+    CapacityExceededError,
+    CircuitOpenError,
+)
+from ._events import Emitter, Event, EventHandler, EventName
+from ._options import BreakerOptions, ErrorFilter
+from ._state import State
+from ._stats import Stats
+from ._window import RollingWindow
+
+__all__ = ["CircuitBreaker"]
+
+logger = logging.getLogger("fastapi_breaker")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_current_task = asyncio.current_task
+_get_running_loop = asyncio.get_running_loop
+_isawaitable = inspect.isawaitable
+
+# How a counted call ended, for the bookkeeping under the lock.
+_SUCCESS, _FAILURE, _TIMEOUT, _FILTERED, _CANCELLED = range(5)
+
+Fallback = Callable[..., Any]
+
+
+class _Trial:
+    """A half-open trial in flight. `expired` is set when the clock ran out its time limit."""
+
+    __slots__ = ("expired", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.expired = False
+
+
+class _Ticket:
+    """What `_enter()` hands a call it admits on the guarded path."""
+
+    __slots__ = ("generation", "holds_slot", "trial")
+
+    def __init__(self, generation: int, trial: _Trial | None, holds_slot: bool) -> None:
+        self.generation = generation
+        self.trial = trial
+        self.holds_slot = holds_slot
+
+
+class _PassThrough:
+    """Marker: the breaker is disabled and the call goes straight to the function."""
+
+
+_PASS = _PassThrough()
+
+
+class CircuitBreaker:
+    """An asyncio circuit breaker with a rolling window, fallbacks, events and stats.
+
+    Use it with a bound action (`await breaker.fire(...)`), on any callable
+    (`await breaker.call(fn, ...)`), from threads (`breaker.call_sync(fn, ...)`), or as a
+    decorator on an async function.
+    """
+
+    def __init__(
+        self,
+        action: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        timeout: float | None = 10.0,
+        reset_timeout: float = 30.0,
+        error_threshold_percentage: float = 50.0,
+        rolling_count_timeout: float = 10.0,
+        rolling_count_buckets: int = 10,
+        volume_threshold: int = 0,
+        allow_warm_up: bool = False,
+        capacity: int | None = None,
+        error_filter: ErrorFilter | None = None,
+        enabled: bool = True,
+        half_open_max_calls: int = 1,
+        half_open_timeout: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        options = BreakerOptions(
+            timeout=timeout,
+            reset_timeout=reset_timeout,
+            error_threshold_percentage=error_threshold_percentage,
+            rolling_count_timeout=rolling_count_timeout,
+            rolling_count_buckets=rolling_count_buckets,
+            volume_threshold=volume_threshold,
+            allow_warm_up=allow_warm_up,
+            capacity=capacity,
+            error_filter=error_filter,
+            enabled=enabled,
+            half_open_max_calls=half_open_max_calls,
+            half_open_timeout=half_open_timeout,
+        )
+        if action is not None and not callable(action):
+            raise TypeError(f"action must be callable or None, got {action!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string or None, got {name!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning monotonic seconds, got {clock!r}")
+        self._setup(action, name, options, clock or monotonic)
+
+    @classmethod
+    def from_options(
+        cls,
+        options: BreakerOptions,
+        action: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        clock: Clock | None = None,
+    ) -> CircuitBreaker:
+        """A breaker from an already validated `BreakerOptions` (what a registry holds)."""
+        breaker = cls.__new__(cls)
+        breaker._setup(action, name, options, clock or monotonic)
+        return breaker
+
+    def _setup(
+        self,
+        action: Callable[..., Any] | None,
+        name: str | None,
+        options: BreakerOptions,
+        clock: Clock,
+    ) -> None:
+        self._action = action
+        self._name_given = name is not None
+        self.name: str = name or _default_name(action)
+        self.options = options
+        self._clock = clock
+        self._timeout = options.timeout
+        self._lock = threading.RLock()
+        self._emitter = Emitter()
+        now = clock()
+        self._window = RollingWindow(
+            options.rolling_count_timeout, options.rolling_count_buckets, now, self._lock
+        )
+        self._warm_until = now + options.rolling_count_timeout if options.allow_warm_up else now
+        self._state = State.CLOSED
+        # Bumped on every state change: only calls admitted in the current period move the state.
+        self._generation = 0
+        self._opened_until = 0.0
+        self._forced = False
+        self._enabled = options.enabled
+        self._shut = False
+        self._in_flight = 0
+        self._trials: list[_Trial] = []
+        self._trials_admitted = 0
+        self._trial_successes = 0
+        self._trial_failures = 0
+        self._fallback: Fallback | CircuitBreaker | None = None
+        self._queues: dict[asyncio.AbstractEventLoop, tuple[DeadlineQueue, DeadlineQueue]] = {}
+        self._queue: DeadlineQueue | None = None  # the timeout queue of the loop used last
+        self._health_tasks: set[asyncio.Task[None]] = set()
+        self._fast = self._rejecting = False
+        self._refresh_fast()
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self.state.value}>"
+
+    # ------------------------------------------------------------------ calling
+
+    def fire(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """Run the bound action under the breaker: `await breaker.fire(...)`."""
+        if self._action is None:
+            raise TypeError(f"breaker {self.name!r} has no action; use `await breaker.call(fn)`")
+        return self.call(self._action, *args, **kwargs)
+
+    async def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` under the breaker; an awaitable result is awaited."""
+        ticket: _Ticket | None
+        if self._fast:
+            ticket = None
+            generation = self._generation
+            limited = self._timeout is not None
+        elif self._rejecting and (now := self._clock()) < self._opened_until:
+            # Open, and nobody listens: refuse with as little work as possible.
+            window = self._window
+            if now >= window.current_end:
+                self._rotated(now)
+            window.current.rejected.append(1)
+            rejection = CircuitOpenError(self.name, self._opened_until - now)
+            if self._fallback is None:
+                raise rejection
+            return await self._run_fallback(rejection, args, kwargs)
+        else:
+            entered: Any = self._enter(args, kwargs)
+            if type(entered) is not _Ticket:
+                if entered is _PASS:
+                    result = fn(*args, **kwargs)
+                    return (await result) if _isawaitable(result) else result
+                if self._fallback is None:
+                    raise entered
+                return await self._run_fallback(entered, args, kwargs)
+            ticket = entered
+            generation = ticket.generation
+            limited = ticket.trial is not None or self._timeout is not None
+
+        clock = self._clock
+        if not limited:
+            start = clock()
+            try:
+                result = fn(*args, **kwargs)
+                if type(result) is CoroutineType or _isawaitable(result):
+                    result = await result
+            except BaseException as exc:
+                return await self._failed(exc, None, start, generation, ticket, args, kwargs)
+        else:
+            loop = _get_running_loop()
+            queue = self._queue
+            if ticket is not None and ticket.trial is not None:
+                queue = self._queues_for(loop)[1]
+            elif queue is None or queue.loop is not loop:
+                queue = self._queues_for(loop)[0]
+            start = clock()
+            deadline = queue.start(_current_task(loop))  # type: ignore[arg-type]
+            try:
+                result = fn(*args, **kwargs)
+                if type(result) is CoroutineType or _isawaitable(result):
+                    result = await result
+            except BaseException as exc:
+                queue.finish(deadline)
+                return await self._failed(exc, deadline, start, generation, ticket, args, kwargs)
+            queue.finish(deadline)
+            if deadline.expired:  # the call swallowed our cancellation and returned late
+                error = asyncio.CancelledError()
+                return await self._failed(error, deadline, start, generation, ticket, args, kwargs)
+
+        now = clock()
+        window = self._window
+        if now >= window.current_end:
+            self._rotated(now)
+        window.current.succeeded.append(now - start)
+        if ticket is not None:
+            self._succeeded(result, now - start, ticket, args, kwargs)
+        return result
+
+    def call_sync(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """Run a sync `fn` under the breaker, from any thread.
+
+        A thread cannot be interrupted, so the time limit is checked when `fn` returns: a call
+        that took longer counts as a timeout and raises `CallTimeoutError`, its result dropped.
+        """
+        entered = self._enter(args, kwargs)
+        if entered is _PASS:
+            return fn(*args, **kwargs)
+        if not isinstance(entered, _Ticket):
+            return cast(R, self._fallback_sync(cast(BaseException, entered), args, kwargs))
+        ticket = entered
+        limit = self.options.trial_timeout if ticket.trial is not None else self._timeout
+        clock = self._clock
+        start = clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            late = limit is not None and clock() - start > limit
+            error = self._settle_error(exc, late, start, ticket.generation, ticket, args, kwargs)
+            return cast(R, self._fallback_sync(error, args, kwargs))
+        if _isawaitable(result):
+            _discard(result)
+            self._settle_error(
+                asyncio.CancelledError(), False, start, ticket.generation, ticket, args, kwargs
+            )
+            raise TypeError(f"call_sync got an awaitable from {fn!r}; use `await breaker.call()`")
+        now = clock()
+        if limit is not None and now - start > limit:
+            error = self._settle_error(
+                CallTimeoutError(self.name, limit),
+                True,
+                start,
+                ticket.generation,
+                ticket,
+                args,
+                kwargs,
+            )
+            return cast(R, self._fallback_sync(error, args, kwargs))
+        window = self._window
+        if now >= window.current_end:
+            self._rotated(now)
+        window.current.succeeded.append(now - start)
+        self._succeeded(result, now - start, ticket, args, kwargs)
+        return result
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate a function so that every call goes through this breaker."""
+        if self._action is None:
+            self._action = fn
+            if not self._name_given:
+                self.name = _default_name(fn)
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await self.call(fn, *args, **kwargs)
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return self.call_sync(fn, *args, **kwargs)
+
+        return sync_wrapper
+
+    # ------------------------------------------------------------------ admission
+
+    def _enter(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+        """Admit a call on the guarded path: a `_Ticket`, `_PASS`, or the error refusing it."""
+        if self._shut:
+            raise BreakerShutdownError(self.name)
+        if not self._enabled:
+            return _PASS
+        listening = self._emitter.listening
+        if "fire" in listening:
+            self._emit(Event("fire", self, args, kwargs))
+        now = self._clock()
+        events: list[EventName] = []
+        refusal: BaseException | None = None
+        with self._lock:
+            state = self._observe(now, events)
+            trial: _Trial | None = None
+            if state is State.OPEN or (
+                state is State.HALF_OPEN
+                and self._trials_admitted >= self.options.half_open_max_calls
+            ):
+                refusal = CircuitOpenError(self.name, self._retry_after(now))
+                self._bucket(now).rejected.append(1)
+            elif self.options.capacity is not None and self._in_flight >= self.options.capacity:
+                refusal = CapacityExceededError(self.name, self.options.capacity)
+                self._bucket(now).semaphore_rejections += 1
+            else:
+                if state is State.HALF_OPEN:
+                    trial = _Trial(now)
+                    self._trials.append(trial)
+                    self._trials_admitted += 1
+                holds_slot = self.options.capacity is not None
+                if holds_slot:
+                    self._in_flight += 1
+                ticket = _Ticket(self._generation, trial, holds_slot)
+        self._emit_names(events)
+        if refusal is None:
+            return ticket
+        kind: EventName = "reject" if isinstance(refusal, CircuitOpenError) else "semaphore_locked"
+        if kind in listening:
+            self._emit(Event(kind, self, args, kwargs, error=refusal))
+        return refusal
+
+    def _observe(self, now: float, events: list[EventName]) -> State:
+        """The state at `now`, after the transitions the clock has made due. Holds the lock."""
+        if self._state is State.OPEN and not self._forced and now >= self._opened_until:
+            self._become(State.HALF_OPEN, now, events)
+        elif self._state is State.HALF_OPEN and self._trials:
+            # A trial that outlived its limit by the clock counts as failed, even if no loop
+            # timer cancelled it (a worker thread, or a test driving a fake clock).
+            limit = self.options.trial_timeout
+            for trial in [t for t in self._trials if now - t.started >= limit]:
+                trial.expired = True
+                self._trials.remove(trial)
+                self._trial_failures += 1
+            self._judge_trials(now, events)
+        return self._state
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _succeeded(
+        self,
+        result: Any,
+        latency: float,
+        ticket: _Ticket,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """The guarded-path bookkeeping of a success; the latency is already recorded."""
+        events: list[EventName] = []
+        with self._lock:
+            self._release(ticket)
+            if ticket.trial is not None and self._owns(ticket):
+                self._trial_successes += 1
+                self._judge_trials(self._clock(), events)
+        if "success" in self._emitter.listening:
+            self._emit(Event("success", self, args, kwargs, result=result, latency=latency))
+        self._emit_names(events)
+
+    async def _failed(
+        self,
+        exc: BaseException,
+        deadline: Deadline | None,
+        start: float,
+        generation: int,
+        ticket: _Ticket | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        timed_out = False
+        if deadline is not None and deadline.expired:
+            task = _current_task()
+            # Zero left means only our timer cancelled the task; more means the caller was
+            # cancelled too, and the caller's cancellation wins.
+            timed_out = task is None or task.uncancel() == 0
+        error = self._settle_error(exc, timed_out, start, generation, ticket, args, kwargs)
+        if self._fallback is None:
+            raise error
+        return await self._run_fallback(error, args, kwargs)
+
+    def _settle_error(
+        self,
+        exc: BaseException,
+        timed_out: bool,
+        start: float,
+        generation: int,
+        ticket: _Ticket | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> BaseException:
+        """Record how a call that raised ended. Returns the error for the fallback, or raises."""
+        now = self._clock()
+        latency = now - start
+        if timed_out:
+            kind = _TIMEOUT
+            limit = self.options.trial_timeout if ticket and ticket.trial else self._timeout
+            if not isinstance(exc, CallTimeoutError):
+                cause = None if isinstance(exc, asyncio.CancelledError) else exc
+                timeout_error = CallTimeoutError(self.name, cast(float, limit))
+                timeout_error.__cause__ = cause
+                exc = timeout_error
+        elif isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
+            kind = _CANCELLED
+        elif self._is_filtered(exc):
+            kind = _FILTERED
+        else:
+            kind = _FAILURE
+
+        events: list[EventName] = []
+        with self._lock:
+            bucket = self._bucket(now)
+            if kind == _CANCELLED:
+                bucket.cancelled += 1
+            elif kind == _FILTERED:
+                bucket.succeeded.append(latency)
+            else:
+                bucket.failed.append(latency)
+                if kind == _TIMEOUT:
+                    bucket.timeouts += 1
+            if ticket is not None:
+                self._release(ticket)
+            owns = generation == self._generation and (ticket is None or self._owns(ticket))
+            if owns and ticket is not None and ticket.trial is not None:
+                if kind in (_CANCELLED, _FILTERED):
+                    self._trials_admitted -= 1  # the permit goes back
+                else:
+                    self._trial_failures += 1
+                self._judge_trials(now, events)
+            elif owns and kind in (_FAILURE, _TIMEOUT) and self._state is State.CLOSED:
+                self._check_trip(now, events)
+
+        listening = self._emitter.listening
+        if kind == _CANCELLED:
+            raise exc
+        if kind == _FILTERED:
+            if "success" in listening:
+                self._emit(Event("success", self, args, kwargs, error=exc, latency=latency))
+            raise exc
+        if kind == _TIMEOUT and "timeout" in listening:
+            self._emit(Event("timeout", self, args, kwargs, error=exc, latency=latency))
+        if "failure" in listening:
+            self._emit(Event("failure", self, args, kwargs, error=exc, latency=latency))
+        self._emit_names(events)
+        return exc
+
+    def _is_filtered(self, exc: BaseException) -> bool:
+        error_filter = self.options.error_filter
+        if error_filter is None:
+            return False
+        try:
+            return bool(error_filter(exc))
+        except Exception:
+            logger.exception("error_filter of breaker %r raised; counting a failure", self.name)
+            return False
+
+    def _owns(self, ticket: _Ticket) -> bool:
+        """Whether the call may still move the state: admitted this period, not expired."""
+        trial = ticket.trial
+        if ticket.generation != self._generation:
+            return False
+        if trial is None:
+            return True
+        if trial.expired:
+            return False
+        self._trials.remove(trial)
+        return True
+
+    def _release(self, ticket: _Ticket) -> None:
+        if ticket.holds_slot:
+            ticket.holds_slot = False
+            self._in_flight -= 1
+
+    # ------------------------------------------------------------------ refusals and fallbacks
+
+    async def _run_fallback(
+        self, error: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        fallback = self._fallback
+        if isinstance(fallback, CircuitBreaker):
+            result = await fallback.fire(*args, error, **kwargs)
+        else:
+            result = cast(Fallback, fallback)(*args, error, **kwargs)
+            if _isawaitable(result):
+                result = await result
+        self._fell_back(result, error, args, kwargs)
+        return result
+
+    def _fallback_sync(
+        self, error: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        fallback = self._fallback
+        if fallback is None:
+            raise error
+        if isinstance(fallback, CircuitBreaker):
+            if fallback._action is None:
+                raise TypeError(f"fallback breaker {fallback.name!r} has no action")
+            result = fallback.call_sync(fallback._action, *args, error, **kwargs)
+        else:
+            result = fallback(*args, error, **kwargs)
+        if _isawaitable(result):
+            # A worker thread has no running loop: run the async fallback to its end here.
+            result = asyncio.run(_awaited(result))
+        self._fell_back(result, error, args, kwargs)
+        return result
+
+    def _fell_back(
+        self, result: Any, error: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        now = self._clock()
+        with self._lock:
+            self._bucket(now).fallbacks += 1
+        if "fallback" in self._emitter.listening:
+            self._emit(Event("fallback", self, args, kwargs, result=result, error=error))
+
+    # ------------------------------------------------------------------ state machine
+
+    def _check_trip(self, now: float, events: list[EventName]) -> None:
+        """Open if the window says so. Holds the lock; called after a counted failure."""
+        options = self.options
+        if now < self._warm_until:
+            return
+        successes, failures = self._window.outcome_counts(now)
+        counted = successes + failures
+        if counted == 0 or counted < options.volume_threshold:
+            return
+        if 100.0 * failures / counted > options.error_threshold_percentage:
+            self._become(State.OPEN, now, events)
+
+    def _judge_trials(self, now: float, events: list[EventName]) -> None:
+        """Close or reopen once the trials' outcome is certain. Holds the lock."""
+        if self._state is not State.HALF_OPEN:
+            return
+        planned = self.options.half_open_max_calls
+        threshold = self.options.error_threshold_percentage
+        failures = self._trial_failures
+        undecided = planned - self._trial_successes - failures
+        if 100.0 * failures > threshold * planned:
+            self._become(State.OPEN, now, events)
+        elif 100.0 * (failures + undecided) <= threshold * planned:
+            self._become(State.CLOSED, now, events)
+
+    def _become(
+        self, state: State, now: float, events: list[EventName], *, forced: bool = False
+    ) -> None:
+        """Move to `state`. Holds the lock; the caller emits `events` after releasing it."""
+        self._state = state
+        self._generation += 1
+        self._forced = forced
+        self._trials = []
+        self._trials_admitted = self._trial_successes = self._trial_failures = 0
+        if state is State.OPEN:
+            self._opened_until = now + self.options.reset_timeout
+            events.append("open")
+        elif state is State.HALF_OPEN:
+            events.append("half_open")
+        else:
+            # Old failures must not re-trip a breaker that just closed.
+            self._window.clear(now)
+            events.append("close")
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        working = self._enabled and not self._shut
+        listening = self._emitter.listening
+        self._fast = (
+            working
+            and self._state is State.CLOSED
+            and self.options.capacity is None
+            and not ({"fire", "success"} & listening)
+        )
+        self._rejecting = (
+            working
+            and self._state is State.OPEN
+            and not self._forced
+            and not ({"fire", "reject"} & listening)
+        )
+
+    def _bucket(self, now: float) -> Any:
+        window = self._window
+        if now >= window.current_end:
+            self._rotated(now)
+        return window.current
+
+    def _rotated(self, now: float) -> None:
+        if self._window.rotate(now) and "snapshot" in self._emitter.listening:
+            self._emit(Event("snapshot", self, stats=self._window.stats(now)))
+
+    def _retry_after(self, now: float) -> float:
+        if self._state is State.OPEN:
+            if self._forced:
+                return self.options.reset_timeout
+            return max(0.0, self._opened_until - now)
+        if self._trials_admitted < self.options.half_open_max_calls:
+            return 0.0
+        limit = self.options.trial_timeout
+        return max(0.0, min((t.started + limit - now for t in self._trials), default=0.0))
+
+    # ------------------------------------------------------------------ control
+
+    def fallback(self, fn: Fallback | CircuitBreaker) -> CircuitBreaker:
+        """Set what answers when the call fails or is refused; it gets `(*args, exc, **kwargs)`."""
+        if not callable(fn):
+            raise TypeError(f"a fallback must be callable or a CircuitBreaker, got {fn!r}")
+        self._fallback = fn
+        return self
+
+    def on(self, event: EventName, handler: EventHandler) -> CircuitBreaker:
+        """Subscribe `handler(event)` to an event; sync and async handlers both work."""
+        self._emitter.subscribe(event, handler)
+        self._refresh_fast()
+        return self
+
+    def off(self, event: EventName, handler: EventHandler) -> CircuitBreaker:
+        self._emitter.unsubscribe(event, handler)
+        self._refresh_fast()
+        return self
+
+    def open(self) -> None:
+        """Open now. As in Opossum, a half-open trial is allowed after `reset_timeout`."""
+        self._move(State.OPEN)
+
+    def force_open(self) -> None:
+        """Open now and stay open, admitting no trial, until `close()` releases the breaker."""
+        self._move(State.OPEN, forced=True)
+
+    def close(self) -> None:
+        """Close now (releasing a forced open) and clear the window."""
+        self._move(State.CLOSED)
+
+    def _move(self, state: State, *, forced: bool = False) -> None:
+        events: list[EventName] = []
+        with self._lock:
+            if self._state is not state or self._forced != forced or state is State.OPEN:
+                now = self._clock()
+                if self._state is state:
+                    # Re-opening restarts the reset timeout but is not a new `open` event.
+                    self._forced = forced
+                    self._opened_until = now + self.options.reset_timeout
+                    self._generation += 1
+                    self._refresh_fast()
+                else:
+                    self._become(state, now, events, forced=forced)
+        self._emit_names(events)
+
+    def disable(self) -> None:
+        """Let every call straight through, uncounted, until `enable()`."""
+        self._enabled = False
+        self._refresh_fast()
+
+    def enable(self) -> None:
+        self._enabled = True
+        self._refresh_fast()
+
+    def shutdown(self) -> None:
+        """Stop for good: later calls raise `BreakerShutdownError`; timers and tasks end."""
+        if self._shut:
+            return
+        self._shut = True
+        self._enabled = False
+        self._refresh_fast()
+        for task in self._health_tasks:
+            task.cancel()
+        self._health_tasks.clear()
+        for timeouts, trials in self._queues.values():
+            timeouts.close_when_idle()
+            trials.close_when_idle()
+        self._queues.clear()
+        self._queue = None
+        self._emitter.cancel_pending()
+        self._emit_names(["shutdown"])
+
+    def health_check(self, fn: Callable[[], Any], interval: float = 5.0) -> asyncio.Task[None]:
+        """Run `fn` every `interval` seconds; when it raises, emit `health_check_failed` and open.
+
+        Needs a running event loop. The task ends with `shutdown()`.
+        """
+        if self._shut:
+            raise BreakerShutdownError(self.name)
+        if not callable(fn):
+            raise TypeError(f"health_check needs a callable, got {fn!r}")
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ValueError(f"interval must be a number of seconds > 0, got {interval!r}")
+        try:
+            loop = _get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("health_check needs a running event loop") from None
+        task = loop.create_task(self._health_loop(fn, float(interval)))
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+        return task
+
+    async def _health_loop(self, fn: Callable[[], Any], interval: float) -> None:
+        while not self._shut:
+            await asyncio.sleep(interval)
+            try:
+                outcome = fn()
+                if _isawaitable(outcome):
+                    await outcome
+            except Exception as exc:
+                if "health_check_failed" in self._emitter.listening:
+                    self._emit(Event("health_check_failed", self, error=exc))
+                self.open()
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def state(self) -> State:
+        events: list[EventName] = []
+        with self._lock:
+            state = self._observe(self._clock(), events)
+        self._emit_names(events)
+        return state
+
+    @property
+    def opened(self) -> bool:
+        return self.state is State.OPEN
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def half_open(self) -> bool:
+        return self.state is State.HALF_OPEN
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._shut
+
+    @property
+    def forced_open(self) -> bool:
+        return self._forced
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a call would be admitted; None while closed.
+
+        A forced-open breaker has no release time, so it reports `reset_timeout` as a hint.
+        """
+        events: list[EventName] = []
+        with self._lock:
+            now = self._clock()
+            state = self._observe(now, events)
+            value = None if state is State.CLOSED else self._retry_after(now)
+        self._emit_names(events)
+        return value
+
+    @property
+    def stats(self) -> Stats:
+        """A frozen snapshot of the rolling window; percentiles are computed here, not per call."""
+        return self._window.stats(self._clock())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe picture of the breaker; `from_dict()` rebuilds a breaker from it."""
+        state = self.state
+        with self._lock:
+            now = self._clock()
+            return {
+                "name": self.name,
+                "state": state.value,
+                "enabled": self._enabled,
+                "shutdown": self._shut,
+                "forced_open": self._forced,
+                "retry_after": None if state is State.CLOSED else self._retry_after(now),
+                "options": self.options.to_dict(),
+                "window": self._window.to_list(now),
+                "stats": self._window.stats(now).to_dict(),
+            }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        action: Callable[..., Any] | None = None,
+        *,
+        error_filter: ErrorFilter | None = None,
+        clock: Clock | None = None,
+    ) -> CircuitBreaker:
+        """Rebuild a breaker from `to_dict()`: options, state, time left open, and window.
+
+        Code is not data: pass the action and `error_filter` again. Times are restored relative
+        to the new clock, so a dict may cross processes.
+        """
+        options = BreakerOptions(**data["options"], error_filter=error_filter)
+        breaker = cls.from_options(options, action, name=data["name"], clock=clock)
+        now = breaker._clock()
+        breaker._window.restore(now, data.get("window", []))
+        state = State(data["state"])
+        if state is not State.CLOSED:
+            with breaker._lock:
+                breaker._become(state, now, [], forced=bool(data.get("forced_open")))
+                if state is State.OPEN:
+                    breaker._opened_until = now + float(data.get("retry_after") or 0.0)
+        if not data.get("enabled", True):
+            breaker.disable()
+        if data.get("shutdown"):
+            breaker.shutdown()
+        return breaker
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _queues_for(self, loop: asyncio.AbstractEventLoop) -> tuple[DeadlineQueue, DeadlineQueue]:
+        """The deadline queues (call timeout, trial timeout) for `loop`, made on first use."""
+        queues = self._queues.get(loop)
+        if queues is None:
+            # Forget loops that have closed (tests and `asyncio.run` make one per run).
+            for old in [old for old in self._queues if old.is_closed()]:
+                del self._queues[old]
+            queues = (
+                DeadlineQueue(loop, self._timeout or self.options.trial_timeout),
+                DeadlineQueue(loop, self.options.trial_timeout),
+            )
+            self._queues[loop] = queues
+        self._queue = queues[0]
+        return queues
+
+    def _emit(self, event: Event) -> None:
+        self._emitter.emit(event)
+
+    def _emit_names(self, names: list[EventName]) -> None:
+        listening = self._emitter.listening
+        for name in names:
+            if name in listening:
+                self._emitter.emit(Event(name, self))
+
+
+_ids = itertools.count(1)
+
+
+def _default_name(action: Callable[..., Any] | None) -> str:
+    qualname = getattr(action, "__qualname__", None)
+    if isinstance(qualname, str) and qualname:
+        return qualname
+    return f"breaker-{next(_ids)}-{uuid.uuid4().hex[:8]}"
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()

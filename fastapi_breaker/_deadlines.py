@@ -1,0 +1,93 @@
+"""Call time limits with one loop timer per breaker, instead of one per call.
+
+`asyncio.timeout()` schedules and cancels a timer for every call, which costs more than the
+rest of the breaker put together. A breaker's calls share one limit, so their deadlines arrive
+in the order the calls started: a FIFO queue of deadlines needs a single timer, armed at the
+oldest deadline still pending. When it fires it cancels the tasks whose deadline has passed and
+re-arms itself for the next one; once nothing is pending it is not re-armed.
+
+Only the loop's own clock is used here: a call timeout is the one thing the breaker leaves to
+the event loop's timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+__all__ = ["Deadline", "DeadlineQueue"]
+
+
+class Deadline:
+    """One call's deadline. `task` is cleared when the call ends; `expired` is set if it ran out."""
+
+    __slots__ = ("at", "expired", "task")
+
+    def __init__(self, at: float, task: asyncio.Task[object]) -> None:
+        self.at = at
+        self.task: asyncio.Task[object] | None = task
+        self.expired = False
+
+
+class DeadlineQueue:
+    """The pending deadlines of one breaker on one event loop, all `seconds` after their start."""
+
+    __slots__ = ("_closing", "_pending", "_timer", "loop", "seconds")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self.loop = loop
+        self.seconds = seconds
+        self._closing = False
+        self._pending: deque[Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, task: asyncio.Task[object]) -> Deadline:
+        deadline = Deadline(self.loop.time() + self.seconds, task)
+        self._pending.append(deadline)
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline.at, self._expire)
+        return deadline
+
+    def finish(self, deadline: Deadline) -> None:
+        deadline.task = None
+        pending = self._pending
+        # Drop finished calls from the front; those behind a running call wait for the timer.
+        while pending and pending[0].task is None:
+            pending.popleft()
+        if self._closing and not pending:
+            self.close()
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            if head.task is None:
+                pending.popleft()
+            elif head.at <= now:
+                pending.popleft()
+                head.expired = True
+                head.task.cancel()
+            else:
+                self._timer = self.loop.call_at(head.at, self._expire)
+                break
+
+    def close_when_idle(self) -> None:
+        """Disarm the timer now if nothing is pending, else as soon as the last call ends.
+
+        Calls already running keep their time limit: a shutdown must not turn a bounded wait
+        into an unbounded one.
+        """
+        self._closing = True
+        if not self._pending:
+            self.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending

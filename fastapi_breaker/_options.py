@@ -1,0 +1,116 @@
+"""A breaker's options, checked once at construction.
+
+Every bad value fails here, with an error that names the option and its allowed range, so that a
+typo in configuration never turns into a silent default at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DEFAULT_HALF_OPEN_TIMEOUT", "BreakerOptions", "ErrorFilter"]
+
+ErrorFilter = Callable[[BaseException], bool]
+
+# The trial limit when neither `half_open_timeout` nor `timeout` is set: a trial must always end.
+DEFAULT_HALF_OPEN_TIMEOUT = 10.0
+
+
+def _seconds(field: str, value: object, *, optional: bool = False, zero_ok: bool = False) -> None:
+    if value is None and optional:
+        return
+    allowed = "a number of seconds " + (">= 0" if zero_ok else "> 0")
+    if optional:
+        allowed += " or None"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or math.isinf(value)
+        or value < 0
+        or (value == 0 and not zero_ok)
+    ):
+        raise ValueError(f"{field} must be {allowed}, got {value!r}")
+
+
+def _count(field: str, value: object, *, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
+        raise ValueError(f"{field} must be {allowed}, got {value!r}")
+
+
+def _flag(field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{field} must be True or False, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerOptions:
+    """Everything that shapes a breaker's behaviour. Times are seconds, as floats.
+
+    Opossum's names are in brackets: `timeout` [timeout, ms], `reset_timeout` [resetTimeout],
+    `error_threshold_percentage` [errorThresholdPercentage], `rolling_count_timeout`
+    [rollingCountTimeout], `rolling_count_buckets` [rollingCountBuckets], `volume_threshold`
+    [volumeThreshold], `allow_warm_up` [allowWarmUp], `capacity` [capacity], `error_filter`
+    [errorFilter], `enabled` [enabled].
+    """
+
+    timeout: float | None = 10.0
+    reset_timeout: float = 30.0
+    error_threshold_percentage: float = 50.0
+    rolling_count_timeout: float = 10.0
+    rolling_count_buckets: int = 10
+    volume_threshold: int = 0
+    allow_warm_up: bool = False
+    capacity: int | None = None
+    error_filter: ErrorFilter | None = None
+    enabled: bool = True
+    half_open_max_calls: int = 1
+    half_open_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        _seconds("timeout", self.timeout, optional=True)
+        _seconds("reset_timeout", self.reset_timeout)
+        pct = self.error_threshold_percentage
+        if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 <= pct <= 100:
+            raise ValueError(
+                f"error_threshold_percentage must be a number from 0 to 100, got {pct!r}"
+            )
+        _seconds("rolling_count_timeout", self.rolling_count_timeout)
+        _count("rolling_count_buckets", self.rolling_count_buckets, minimum=1)
+        _count("volume_threshold", self.volume_threshold, minimum=0)
+        _flag("allow_warm_up", self.allow_warm_up)
+        _count("capacity", self.capacity, minimum=1, optional=True)
+        if self.error_filter is not None and not callable(self.error_filter):
+            raise TypeError(
+                f"error_filter must be a callable (exc) -> bool or None, got {self.error_filter!r}"
+            )
+        _flag("enabled", self.enabled)
+        _count("half_open_max_calls", self.half_open_max_calls, minimum=1)
+        _seconds("half_open_timeout", self.half_open_timeout, optional=True)
+
+    @property
+    def bucket_seconds(self) -> float:
+        return self.rolling_count_timeout / self.rolling_count_buckets
+
+    @property
+    def trial_timeout(self) -> float:
+        """The time limit of a half-open trial: never unlimited, unlike Opossum's."""
+        if self.half_open_timeout is not None:
+            return self.half_open_timeout
+        if self.timeout is not None:
+            return self.timeout
+        return DEFAULT_HALF_OPEN_TIMEOUT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-safe options; `error_filter` is code and is left out."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "error_filter"
+        }
