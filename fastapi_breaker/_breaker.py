@@ -12,6 +12,7 @@ when someone looks (a call, `state`, `retry_after`) and finds the reset timeout 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import itertools
@@ -46,6 +47,9 @@ R = TypeVar("R")
 _current_task = asyncio.current_task
 _get_running_loop = asyncio.get_running_loop
 _isawaitable = inspect.isawaitable
+# Builds a CircuitOpenError without running its Python `__init__`: `BaseException.__new__`
+# already stores the arguments in `args`, and rejecting is the one path where that matters.
+_new_exception = CircuitOpenError.__new__
 
 # How a counted call ended, for the bookkeeping under the lock.
 _SUCCESS, _FAILURE, _TIMEOUT, _FILTERED, _CANCELLED = range(5)
@@ -207,7 +211,7 @@ class CircuitBreaker:
             if now >= window.current_end:
                 self._rotated(now)
             window.current.rejected.append(1)
-            rejection = CircuitOpenError(self.name, self._opened_until - now)
+            rejection = _new_exception(CircuitOpenError, self.name, self._opened_until - now)
             if self._fallback is None:
                 raise rejection
             return await self._run_fallback(rejection, args, kwargs)
@@ -286,9 +290,11 @@ class CircuitBreaker:
             return cast(R, self._fallback_sync(error, args, kwargs))
         if _isawaitable(result):
             _discard(result)
-            self._settle_error(
-                asyncio.CancelledError(), False, start, ticket.generation, ticket, args, kwargs
-            )
+            # A misuse, not a downstream failure: settle it as a call that never happened.
+            with contextlib.suppress(asyncio.CancelledError):
+                self._settle_error(
+                    asyncio.CancelledError(), False, start, ticket.generation, ticket, args, kwargs
+                )
             raise TypeError(f"call_sync got an awaitable from {fn!r}; use `await breaker.call()`")
         now = clock()
         if limit is not None and now - start > limit:

@@ -42,9 +42,8 @@ class CircuitOpenError(BreakerError):
     knows when it rejects this one.
     """
 
-    def __init__(self, name: str, retry_after: float) -> None: ...
-
-    del __init__  # the signature above is for readers and type checkers; the C one runs
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(name, retry_after)
 
     @property
     def retry_after(self) -> float:

@@ -99,7 +99,8 @@ class Emitter:
 
     def unsubscribe(self, name: str, handler: EventHandler) -> None:
         with self._lock:
-            remaining = tuple(h for h in self._handlers.get(name, ()) if h is not handler)
+            # `!=`, not `is not`: each read of `obj.method` makes a new, equal, bound method.
+            remaining = tuple(h for h in self._handlers.get(name, ()) if h != handler)
             if remaining:
                 self._handlers[name] = remaining
             else:
