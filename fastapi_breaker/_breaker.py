@@ -12,6 +12,7 @@ when someone looks (a call, `state`, `retry_after`) and finds the reset timeout 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -555,8 +556,7 @@ class CircuitBreaker:
         else:
             result = fallback(*args, error, **kwargs)
         if _isawaitable(result):
-            # A worker thread has no running loop: run the async fallback to its end here.
-            result = asyncio.run(_awaited(result))
+            result = _run_to_end(result)
         self._fell_back(result, error, args, kwargs)
         return result
 
@@ -687,16 +687,17 @@ class CircuitBreaker:
     def _move(self, state: State, *, forced: bool = False) -> None:
         events: list[EventName] = []
         with self._lock:
-            if self._state is not state or self._forced != forced or state is State.OPEN:
-                now = self._clock()
-                if self._state is state:
-                    # Re-opening restarts the reset timeout but is not a new `open` event.
-                    self._forced = forced
-                    self._opened_until = now + self.options.reset_timeout
-                    self._generation += 1
-                    self._refresh_fast()
-                else:
-                    self._become(state, now, events, forced=forced)
+            now = self._clock()
+            if self._state is not state:
+                self._become(state, now, events, forced=forced)
+            elif state is State.OPEN:
+                # Re-opening restarts the reset timeout but is not a new `open` event.
+                self._forced = forced
+                self._opened_until = now + self.options.reset_timeout
+                self._generation += 1
+                self._refresh_fast()
+            else:
+                self._window.clear(now)  # close() on a closed breaker still resets its window
         self._emit_names(events)
 
     def disable(self) -> None:
@@ -897,6 +898,20 @@ def _default_name(action: Callable[..., Any] | None) -> str:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _run_to_end(awaitable: Awaitable[Any]) -> Any:
+    """Run an async fallback from sync code: here if this thread has no loop, else on a thread.
+
+    `call_sync` on the event loop's own thread already blocks that loop, so the loop cannot run
+    the fallback; a one-off thread with its own loop can.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_awaited(awaitable))
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="breaker-fallback") as pool:
+        return pool.submit(asyncio.run, _awaited(awaitable)).result()
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:

@@ -1,0 +1,144 @@
+"""`capacity`: a limit on concurrent calls that refuses, without counting a failure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from fastapi_breaker import CapacityExceededError, CircuitBreaker, Event, State
+from fastapi_breaker.testing import FakeClock
+
+
+class Boom(Exception):
+    pass
+
+
+class Held:
+    """A call in flight until released, ending in a result or an error."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def __call__(self) -> str:
+        await self.release.wait()
+        if self.fail:
+            raise Boom
+        return "done"
+
+
+def ok() -> str:
+    return "ok"
+
+
+async def fill(breaker: CircuitBreaker, count: int) -> tuple[list[Held], list[asyncio.Task[Any]]]:
+    held = [Held() for _ in range(count)]
+    tasks = [asyncio.create_task(breaker.call(h)) for h in held]
+    await asyncio.sleep(0)  # every call is admitted and blocks on its gate
+    return held, tasks
+
+
+def make(**options: Any) -> CircuitBreaker:
+    return CircuitBreaker(name="narrow", capacity=2, clock=FakeClock(), **options)
+
+
+async def test_third_call_over_capacity_is_refused_and_is_not_a_failure() -> None:
+    breaker = make(volume_threshold=0)
+    events: list[Event] = []
+    for name in ("fire", "semaphore_locked", "failure", "reject", "open"):
+        breaker.on(name, events.append)
+    held, tasks = await fill(breaker, 2)
+    events.clear()  # the two admitted calls' fire events
+
+    with pytest.raises(CapacityExceededError) as caught:
+        await breaker.call(ok)
+    assert caught.value.capacity == 2
+    assert caught.value.name == "narrow"
+    assert [event.name for event in events] == ["fire", "semaphore_locked"]
+    assert events[1].error is caught.value
+    stats = breaker.stats
+    assert (stats.fires, stats.semaphore_rejections, stats.failures, stats.rejects) == (1, 1, 0, 0)
+    assert breaker.state is State.CLOSED
+
+    for h in held:
+        h.release.set()
+    assert await asyncio.gather(*tasks) == ["done", "done"]
+    assert breaker.stats.successes == 2
+
+
+async def test_many_refusals_never_open_the_breaker() -> None:
+    breaker = make(volume_threshold=0)
+    held, tasks = await fill(breaker, 2)
+    for _ in range(10):
+        with pytest.raises(CapacityExceededError):
+            await breaker.call(ok)
+    assert breaker.stats.semaphore_rejections == 10
+    assert breaker.state is State.CLOSED
+    for h in held:
+        h.release.set()
+    await asyncio.gather(*tasks)
+
+
+@pytest.mark.parametrize("ending", ["success", "failure", "cancel"])
+async def test_the_slot_frees_when_a_call_ends(ending: str) -> None:
+    # A huge volume keeps one failure from opening the breaker: only the slot is under test.
+    breaker = make(volume_threshold=10**6)
+    held, tasks = await fill(breaker, 2)
+    with pytest.raises(CapacityExceededError):
+        await breaker.call(ok)
+
+    if ending == "cancel":
+        tasks[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+    else:
+        held[0].fail = ending == "failure"
+        held[0].release.set()
+        if ending == "failure":
+            with pytest.raises(Boom):
+                await tasks[0]
+        else:
+            assert await tasks[0] == "done"
+
+    assert await breaker.call(ok) == "ok"  # the freed slot
+    # ... and exactly one was freed: with the second call still running, a third is refused.
+    third, third_tasks = await fill(breaker, 1)
+    with pytest.raises(CapacityExceededError):
+        await breaker.call(ok)
+    assert breaker.stats.semaphore_rejections == 2
+
+    for h in (held[1], *third):
+        h.release.set()
+    await asyncio.gather(tasks[1], *third_tasks)
+
+
+async def test_slot_frees_after_a_timeout() -> None:
+    breaker = CircuitBreaker(capacity=1, timeout=0.02, volume_threshold=10**6, clock=FakeClock())
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(TimeoutError):
+        await breaker.call(hang)
+    assert await breaker.call(ok) == "ok"
+    assert breaker.stats.semaphore_rejections == 0
+
+
+def test_call_sync_respects_capacity_and_frees_the_slot() -> None:
+    breaker = CircuitBreaker(capacity=1, clock=FakeClock())
+    inner: list[BaseException] = []
+
+    def reentrant() -> str:
+        # While this call holds the only slot, a nested one is refused.
+        try:
+            breaker.call_sync(ok)
+        except CapacityExceededError as exc:
+            inner.append(exc)
+        return "outer"
+
+    assert breaker.call_sync(reentrant) == "outer"
+    assert len(inner) == 1
+    assert breaker.call_sync(ok) == "ok"
+    assert (breaker.stats.successes, breaker.stats.semaphore_rejections) == (2, 1)
