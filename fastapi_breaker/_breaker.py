@@ -127,13 +127,7 @@ class CircuitBreaker:
             half_open_max_calls=half_open_max_calls,
             half_open_timeout=half_open_timeout,
         )
-        if action is not None and not callable(action):
-            raise TypeError(f"action must be callable or None, got {action!r}")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"name must be a non-empty string or None, got {name!r}")
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a callable returning monotonic seconds, got {clock!r}")
-        self._setup(action, name, options, clock or monotonic)
+        self._setup(action, name, options, clock)
 
     @classmethod
     def from_options(
@@ -145,8 +139,10 @@ class CircuitBreaker:
         clock: Clock | None = None,
     ) -> CircuitBreaker:
         """A breaker from an already validated `BreakerOptions` (what a registry holds)."""
+        if not isinstance(options, BreakerOptions):
+            raise TypeError(f"options must be a BreakerOptions, got {options!r}")
         breaker = cls.__new__(cls)
-        breaker._setup(action, name, options, clock or monotonic)
+        breaker._setup(action, name, options, clock)
         return breaker
 
     def _setup(
@@ -154,9 +150,17 @@ class CircuitBreaker:
         action: Callable[..., Any] | None,
         name: str | None,
         options: BreakerOptions,
-        clock: Clock,
+        clock: Clock | None,
     ) -> None:
-        self._action = action
+        if action is not None and not callable(action):
+            raise TypeError(f"action must be callable or None, got {action!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string or None, got {name!r}")
+        if clock is None:
+            clock = monotonic
+        elif not callable(clock):
+            raise TypeError(f"clock must be a callable returning monotonic seconds, got {clock!r}")
+        self._bind(action)
         self._name_given = name is not None
         self.name: str = name or _default_name(action)
         self.options = options
@@ -198,6 +202,13 @@ class CircuitBreaker:
         if self._action is None:
             raise TypeError(f"breaker {self.name!r} has no action; use `await breaker.call(fn)`")
         return self.call(self._action, *args, **kwargs)
+
+    def _bind(self, action: Callable[..., Any] | None) -> None:
+        self._action = action
+        if action is not None:
+            # Shadow `fire` with `call` already bound to the action: a C-level partial, where
+            # the method above would cost one more Python frame and a repack of the arguments.
+            setattr(self, "fire", functools.partial(self.call, action))  # noqa: B010
 
     async def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run `fn(*args, **kwargs)` under the breaker; an awaitable result is awaited."""
@@ -319,7 +330,7 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a function so that every call goes through this breaker."""
         if self._action is None:
-            self._action = fn
+            self._bind(fn)
             if not self._name_given:
                 self.name = _default_name(fn)
         if inspect.iscoroutinefunction(fn):

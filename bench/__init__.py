@@ -1,0 +1,1 @@
+"""Benchmarks of fastapi_breaker against its Python peers; run them with `make bench`."""
