@@ -4,6 +4,7 @@ The names below are the engine, and need only the standard library. The FastAPI,
 other integrations live in their own submodules, each behind an extra.
 """
 
+from ._attempt import Attempt
 from ._breaker import CircuitBreaker
 from ._clock import Clock
 from ._errors import (
@@ -23,6 +24,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "EVENT_NAMES",
     "PERCENTILES",
+    "Attempt",
     "BreakerError",
     "BreakerOptions",
     "BreakerShutdownError",

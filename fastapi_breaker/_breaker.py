@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast
 
+from ._attempt import Attempt
 from ._clock import Clock, monotonic
 from ._deadlines import Deadline, DeadlineQueue
 from ._errors import (
@@ -327,6 +328,27 @@ class CircuitBreaker:
         self._succeeded(result, now - start, ticket, args, kwargs)
         return result
 
+    def begin(self) -> Attempt:
+        """Admit one call whose outcome you report yourself; see `Attempt`.
+
+        Raises what `call()` would refuse with: `CircuitOpenError`, `CapacityExceededError`,
+        `BreakerShutdownError`. No fallback runs: the integration decides what to answer.
+        """
+        entered: Any = self._enter((), {})
+        if type(entered) is _Ticket:
+            return Attempt(self, entered, self._clock())
+        if entered is _PASS:
+            return Attempt(self, None, 0.0)
+        raise entered
+
+    def _record_success(self, result: Any, start: float, ticket: _Ticket) -> None:
+        now = self._clock()
+        window = self._window
+        if now >= window.current_end:
+            self._rotated(now)
+        window.current.succeeded.append(now - start)
+        self._succeeded(result, now - start, ticket, (), {})
+
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a function so that every call goes through this breaker."""
         if self._action is None:
@@ -457,7 +479,25 @@ class CircuitBreaker:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> BaseException:
-        """Record how a call that raised ended. Returns the error for the fallback, or raises."""
+        """Record how a call that raised ended. Returns the error for the fallback, or raises
+        the ones that must not reach it: a cancellation, or an error `error_filter` excuses."""
+        kind, error = self._record_error(exc, timed_out, start, generation, ticket, args, kwargs)
+        if kind in (_CANCELLED, _FILTERED):
+            raise error
+        return error
+
+    def _record_error(
+        self,
+        exc: BaseException,
+        timed_out: bool,
+        start: float,
+        generation: int,
+        ticket: _Ticket | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        open_for: float | None = None,
+    ) -> tuple[int, BaseException]:
+        """Classify, count and emit an error; (kind, the error as the caller should see it)."""
         now = self._clock()
         latency = now - start
         if timed_out:
@@ -494,23 +534,23 @@ class CircuitBreaker:
                     self._trials_admitted -= 1  # the permit goes back
                 else:
                     self._trial_failures += 1
-                self._judge_trials(now, events)
+                self._judge_trials(now, events, open_for)
             elif owns and kind in (_FAILURE, _TIMEOUT) and self._state is State.CLOSED:
-                self._check_trip(now, events)
+                self._check_trip(now, events, open_for)
 
         listening = self._emitter.listening
         if kind == _CANCELLED:
-            raise exc
+            return kind, exc
         if kind == _FILTERED:
             if "success" in listening:
                 self._emit(Event("success", self, args, kwargs, error=exc, latency=latency))
-            raise exc
+            return kind, exc
         if kind == _TIMEOUT and "timeout" in listening:
             self._emit(Event("timeout", self, args, kwargs, error=exc, latency=latency))
         if "failure" in listening:
             self._emit(Event("failure", self, args, kwargs, error=exc, latency=latency))
         self._emit_names(events)
-        return exc
+        return kind, exc
 
     def _is_filtered(self, exc: BaseException) -> bool:
         error_filter = self.options.error_filter
@@ -582,7 +622,9 @@ class CircuitBreaker:
 
     # ------------------------------------------------------------------ state machine
 
-    def _check_trip(self, now: float, events: list[EventName]) -> None:
+    def _check_trip(
+        self, now: float, events: list[EventName], open_for: float | None = None
+    ) -> None:
         """Open if the window says so. Holds the lock; called after a counted failure."""
         options = self.options
         if now < self._warm_until:
@@ -592,9 +634,11 @@ class CircuitBreaker:
         if counted == 0 or counted < options.volume_threshold:
             return
         if 100.0 * failures / counted > options.error_threshold_percentage:
-            self._become(State.OPEN, now, events)
+            self._become(State.OPEN, now, events, open_for=open_for)
 
-    def _judge_trials(self, now: float, events: list[EventName]) -> None:
+    def _judge_trials(
+        self, now: float, events: list[EventName], open_for: float | None = None
+    ) -> None:
         """Close or reopen once the trials' outcome is certain. Holds the lock."""
         if self._state is not State.HALF_OPEN:
             return
@@ -603,21 +647,31 @@ class CircuitBreaker:
         failures = self._trial_failures
         undecided = planned - self._trial_successes - failures
         if 100.0 * failures > threshold * planned:
-            self._become(State.OPEN, now, events)
+            self._become(State.OPEN, now, events, open_for=open_for)
         elif 100.0 * (failures + undecided) <= threshold * planned:
             self._become(State.CLOSED, now, events)
 
     def _become(
-        self, state: State, now: float, events: list[EventName], *, forced: bool = False
+        self,
+        state: State,
+        now: float,
+        events: list[EventName],
+        *,
+        forced: bool = False,
+        open_for: float | None = None,
     ) -> None:
-        """Move to `state`. Holds the lock; the caller emits `events` after releasing it."""
+        """Move to `state`. Holds the lock; the caller emits `events` after releasing it.
+
+        `open_for` keeps a breaker that opens open at least that long: an upstream that said
+        when to come back (`Retry-After`) is not tried again earlier.
+        """
         self._state = state
         self._generation += 1
         self._forced = forced
         self._trials = []
         self._trials_admitted = self._trial_successes = self._trial_failures = 0
         if state is State.OPEN:
-            self._opened_until = now + self.options.reset_timeout
+            self._opened_until = now + max(self.options.reset_timeout, open_for or 0.0)
             events.append("open")
         elif state is State.HALF_OPEN:
             events.append("half_open")

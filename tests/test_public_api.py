@@ -8,6 +8,7 @@ import fastapi_breaker
 
 # Stated here on purpose: adding or removing a public name must be a visible decision.
 EXPECTED_PUBLIC_NAMES = [
+    "Attempt",
     "BreakerError",
     "BreakerOptions",
     "BreakerShutdownError",

@@ -1,0 +1,132 @@
+"""One admitted call, for integrations that cannot hand the breaker a callable.
+
+An httpx transport learns whether a request failed only after the response arrives, and maybe
+only when its body has streamed to the end. `breaker.begin()` admits the call (or raises the
+breaker's refusal) and returns an `Attempt`; the integration settles it once, when it knows:
+
+    attempt = breaker.begin()
+    try:
+        async with attempt.time_limit():
+            response = await send(request)
+    except BaseException as exc:
+        attempt.failed(exc)
+        raise
+    ...
+    attempt.succeeded()          # or attempt.failed(error, open_for=seconds)
+
+Everything a call through `breaker.call()` gets applies: counts, events, half-open permits,
+capacity slots, and the period rule (a late outcome counts in the stats only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._deadlines import Deadline, DeadlineQueue
+from ._errors import CallTimeoutError
+
+if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker, _Ticket
+
+__all__ = ["Attempt"]
+
+
+class Attempt:
+    """A call the breaker admitted. Settle it exactly once; later settlements are ignored."""
+
+    __slots__ = ("_breaker", "_settled", "_start", "_ticket", "_timed_out")
+
+    def __init__(self, breaker: CircuitBreaker, ticket: _Ticket | None, start: float) -> None:
+        self._breaker = breaker
+        self._ticket = ticket  # None: the breaker is disabled and counts nothing
+        self._start = start
+        self._settled = False
+        self._timed_out = False
+
+    @property
+    def trial(self) -> bool:
+        """Whether this is a half-open trial, whose outcome decides the breaker's state."""
+        return self._ticket is not None and self._ticket.trial is not None
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def succeeded(self, result: Any = None) -> None:
+        if self._settle():
+            assert self._ticket is not None
+            self._breaker._record_success(result, self._start, self._ticket)
+
+    def failed(self, error: BaseException, *, open_for: float | None = None) -> BaseException:
+        """Count `error` as the call's outcome; returns the error as callers should see it.
+
+        A cancellation counts as neither success nor failure and gives a trial's permit back;
+        an error that `error_filter` excuses counts as a success. `open_for`: if this failure
+        opens the breaker, it stays open at least that many seconds.
+        """
+        if not self._settle():
+            return error
+        assert self._ticket is not None
+        ticket = self._ticket
+        _, seen = self._breaker._record_error(
+            error, self._timed_out, self._start, ticket.generation, ticket, (), {}, open_for
+        )
+        return seen
+
+    def cancelled(self) -> None:
+        """The call was abandoned: not the service's fault. A trial's permit goes back."""
+        self.failed(asyncio.CancelledError())
+
+    def time_limit(self) -> _TimeLimit:
+        """An async context that cancels the block at the breaker's time limit.
+
+        The limit is `timeout` (or the trial limit for a half-open trial); on expiry the block
+        raises `CallTimeoutError`, and a later `failed()` counts it as a timeout.
+        """
+        return _TimeLimit(self)
+
+    def _settle(self) -> bool:
+        if self._settled:
+            return False
+        self._settled = True
+        return self._ticket is not None
+
+
+class _TimeLimit:
+    __slots__ = ("_attempt", "_deadline", "_queue", "_task")
+
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+        self._queue: DeadlineQueue | None = None
+        self._deadline: Deadline | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> None:
+        attempt = self._attempt
+        breaker = attempt._breaker
+        if attempt._ticket is None or (not attempt.trial and breaker.options.timeout is None):
+            return
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task(loop)
+        if self._task is None:
+            return
+        self._queue = breaker._queues_for(loop)[1 if attempt.trial else 0]
+        self._deadline = self._queue.start(self._task)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        deadline, queue, task = self._deadline, self._queue, self._task
+        if deadline is None or queue is None or task is None:
+            return
+        queue.finish(deadline)
+        # Only our own cancellation becomes a timeout; one the caller also asked for wins.
+        if deadline.expired and task.uncancel() == 0:
+            self._attempt._timed_out = True
+            timeout_error = CallTimeoutError(self._attempt._breaker.name, queue.seconds)
+            raise timeout_error from (None if isinstance(exc, asyncio.CancelledError) else exc)
