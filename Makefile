@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck pytest bench clean
+.PHONY: test lint typecheck pytest docs demo run bench clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a stale venv cannot hide a missing dependency.
 $(VENV)/.installed-dev: pyproject.toml
@@ -16,7 +16,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 
-test: lint typecheck pytest
+test: lint typecheck pytest docs
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -27,6 +27,18 @@ typecheck: $(VENV)/.installed-dev
 
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest
+
+# The docs are built strictly (broken links and anchors fail), into a folder git ignores.
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# The design note's two scenarios against real servers on 127.0.0.1, times scaled down.
+demo: $(VENV)/.installed-dev
+	$(BIN)/python -m example_app.demo
+
+# The example User Service (:8000) and Auth Service (:8001), for interactive use.
+run: $(VENV)/.installed-dev
+	$(BIN)/python -m example_app
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine

@@ -1,0 +1,147 @@
+"""Turn a `CircuitOpenError` into a `503 Service Unavailable` problem response.
+
+Two ways in, one response:
+
+- `CircuitBreakerMiddleware`, pure ASGI: `app.add_middleware(CircuitBreakerMiddleware)`.
+- `circuit_open_handler`, for `app.add_exception_handler(CircuitOpenError, circuit_open_handler)`.
+
+Both build the response with `problem_response()`: an RFC 9457 `application/problem+json` body,
+`Retry-After` in whole seconds and `Cache-Control: no-store`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable
+
+try:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError(
+        "fastapi_breaker.middleware needs Starlette: pip install 'fastapi_breaker[fastapi]'"
+    ) from exc
+
+from ._errors import CircuitOpenError
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "CircuitBreakerMiddleware",
+    "circuit_open_handler",
+    "circuit_open_handler_factory",
+    "problem_response",
+    "retry_after_header",
+]
+
+# The longest wait we ever advertise: one day. It bounds a huge or infinite hint (a breaker held
+# open by hand, an upstream's own Retry-After) and keeps the header a short integer.
+MAX_RETRY_AFTER = 86_400
+
+_MEDIA_TYPE = "application/problem+json"
+
+
+def _retry_after_seconds(retry_after: float | None) -> int:
+    # Unknown (None, NaN) means we cannot promise a wait: ask for the shortest one.
+    if retry_after is None or math.isnan(retry_after) or retry_after <= 1.0:
+        return 1
+    if retry_after >= MAX_RETRY_AFTER:
+        return MAX_RETRY_AFTER
+    return math.ceil(retry_after)
+
+
+def retry_after_header(retry_after: float | None) -> str:
+    """The `Retry-After` value for a breaker's `retry_after` seconds.
+
+    The ceiling of the seconds, so that a client that waits that long finds the breaker ready
+    for a trial; at least 1, since `Retry-After: 0` invites an immediate retry storm; at most
+    `MAX_RETRY_AFTER` (infinity included). None and NaN give 1.
+    """
+    return str(_retry_after_seconds(retry_after))
+
+
+def problem_response(exc: CircuitOpenError, *, expose_name: bool = False) -> Response:
+    """The 503 response for an open circuit, shared by the middleware and the handler.
+
+    The body names no internal service unless `expose_name` is true; then `detail` names the
+    breaker and a `breaker` member carries its name.
+    """
+    seconds = _retry_after_seconds(exc.retry_after)
+    wait = "1 second" if seconds == 1 else f"{seconds} seconds"
+    body: dict[str, object] = {
+        # about:blank says the status code is the whole story, so `title` is its reason phrase.
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+    }
+    if expose_name:
+        body["detail"] = f"Circuit breaker {exc.name!r} is open; retry after {wait}."
+        body["breaker"] = exc.name
+    else:
+        body["detail"] = f"The service is temporarily unavailable; retry after {wait}."
+    body["retry_after"] = seconds
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(
+        content,
+        status_code=503,
+        headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
+        media_type=_MEDIA_TYPE,
+    )
+
+
+async def circuit_open_handler(request: Request, exc: Exception) -> Response:
+    """An exception handler: `app.add_exception_handler(CircuitOpenError, circuit_open_handler)`."""
+    if not isinstance(exc, CircuitOpenError):
+        # Registered for a wider class by mistake: leave the error to whoever handles it next.
+        raise exc
+    return problem_response(exc)
+
+
+def circuit_open_handler_factory(
+    *, expose_name: bool = False
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """An exception handler like `circuit_open_handler`, with the breaker's name on request."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, CircuitOpenError):
+            raise exc
+        return problem_response(exc, expose_name=expose_name)
+
+    return handler
+
+
+class CircuitBreakerMiddleware:
+    """Answers 503 when a `CircuitOpenError` escapes the app before its response has started.
+
+    Once the response has started the error is re-raised: the status line is already on the wire.
+    Every message passes through unchanged, so streaming responses are untouched; websocket and
+    lifespan scopes are not looked at.
+    """
+
+    __slots__ = ("app", "expose_name")
+
+    def __init__(self, app: ASGIApp, *, expose_name: bool = False) -> None:
+        self.app = app
+        self.expose_name = expose_name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            # After the start, only the cheap flag test runs per body chunk.
+            if not started and message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except CircuitOpenError as exc:
+            if started:
+                raise
+            await problem_response(exc, expose_name=self.expose_name)(scope, receive, send)
