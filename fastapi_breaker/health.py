@@ -1,0 +1,298 @@
+"""Health endpoints for dashboards and Kubernetes probes, built from a registry's breakers.
+
+`health_router()` returns an `APIRouter` with three endpoints (prefix `/health` by default):
+
+- `GET /health`: every breaker's state, stats and retry-after, and an overall status:
+
+  - `healthy`: every breaker is closed (or none exists yet);
+  - `degraded`: some breaker is open or half-open, but no *critical* breaker is open;
+  - `unhealthy`: a critical breaker is open. A half-open critical breaker is only `degraded`:
+    it is already letting a trial through.
+
+  The HTTP status is 200 for `healthy` and `degraded`, 503 for `unhealthy`. This endpoint is for
+  monitoring, not for probes: tools that only read the status code (uptime checks, load-balancer
+  checks) should see the one case where the service cannot do its job, and an open breaker on
+  an optional dependency is not that case, since its calls get fallbacks or fast 503s. The 503
+  comes exactly when `/health/ready` fails, so the two never disagree.
+- `GET /health/live`: always 200. It never looks at breakers: a downstream's outage is no
+  reason to restart this process, and restarting every pod at once would make it worse.
+- `GET /health/ready`: 503 only while a breaker named in `critical` is open, else 200. A shared
+  downstream that is not critical must not fail readiness, or every pod leaves the Service at
+  once. A critical breaker that was never used is closed.
+
+Each endpoint answers HEAD too (same status and headers, no body), and every response, errors
+raised by `authorize` included, carries `Cache-Control: no-store`: a cached health answer lies.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal, Protocol
+
+try:
+    from fastapi import APIRouter, Depends, HTTPException, Request, Response
+    from fastapi.responses import JSONResponse
+    from fastapi.routing import APIRoute
+    from pydantic import BaseModel, Field
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fastapi_breaker.health needs FastAPI: pip install 'fastapi_breaker[fastapi]'"
+    ) from exc
+
+from ._breaker import CircuitBreaker
+from ._state import State
+
+__all__ = [
+    "BreakerHealth",
+    "BreakerStatsModel",
+    "HealthReport",
+    "LivenessReport",
+    "ReadinessReport",
+    "health_router",
+]
+
+DETAIL_MODES = ("always", "never", "authorized")
+NO_STORE = "no-store"
+
+
+class BreakerStatsModel(BaseModel):
+    """`Stats.to_dict()` of one breaker: its rolling window, as `/health` shows it."""
+
+    fires: int
+    successes: int
+    failures: int
+    rejects: int
+    timeouts: int
+    fallbacks: int
+    semaphore_rejections: int
+    error_percentage: float
+    latency_mean: float = Field(description="Seconds.")
+    percentiles: dict[str, float] = Field(
+        description='Latency in seconds by percentile; the keys are "0.0", "0.25", ... "1.0".'
+    )
+
+
+class BreakerHealth(BaseModel):
+    state: State
+    stats: BreakerStatsModel
+    retry_after: float | None = Field(
+        description="Seconds until the breaker admits a call; null while closed."
+    )
+
+
+class HealthReport(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    details: dict[str, BreakerHealth] = Field(
+        default_factory=dict,
+        description="Each breaker created so far, by name. Left out when details are hidden.",
+    )
+
+
+class LivenessReport(BaseModel):
+    status: Literal["alive"]
+
+
+class ReadinessReport(BaseModel):
+    status: Literal["ready", "not_ready"]
+    critical: dict[str, State] = Field(
+        default_factory=dict,
+        description='The critical breakers\' states. Shown only with detail="always".',
+    )
+
+
+class _BreakerSource(Protocol):
+    # What the router needs from a registry: `BreakerRegistry` has it.
+    def breakers(self) -> Mapping[str, CircuitBreaker]: ...
+
+
+class _HealthRoute(APIRoute):
+    """Adds `Cache-Control: no-store` to every answer and drops the body of HEAD answers.
+
+    Wrapping the route handler is FastAPI's documented hook, and it also sees the
+    `HTTPException` that an `authorize` dependency raises.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def health_handler(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+            except HTTPException as exc:
+                exc.headers = {**(exc.headers or {}), "Cache-Control": NO_STORE}
+                raise
+            response.headers["Cache-Control"] = NO_STORE
+            if request.method == "HEAD":
+                # Same status and headers as GET, Content-Length included (RFC 9110 9.3.2).
+                head = Response(status_code=response.status_code, background=response.background)
+                head.raw_headers = response.raw_headers
+                return head
+            return response
+
+        return health_handler
+
+
+def health_router(
+    *,
+    registry: _BreakerSource | None = None,
+    critical: Iterable[str] = (),
+    detail: Literal["always", "never", "authorized"] = "always",
+    authorize: Callable[..., Any] | None = None,
+    prefix: str = "/health",
+    tags: Iterable[str] = ("health",),
+) -> APIRouter:
+    """Build the health router; see the module docstring for what each endpoint answers.
+
+    - `registry`: where the breakers come from; None reads `app.state.breaker_registry` at
+      each request (what `fastapi_breaker.fastapi.setup_breakers` attaches).
+    - `critical`: names of the breakers whose opening makes the service unready/unhealthy.
+    - `detail`: how much `/health` shows. "always": every breaker; "never": only `status`;
+      "authorized": breakers only when the FastAPI dependency `authorize` returns exactly True
+      (anything else, or an `HTTPException` it raises, hides them or refuses the call).
+      `/health/ready` lists the critical breakers only with "always": probes carry no
+      credentials, and breaker names can name internal services.
+    """
+    if detail not in DETAIL_MODES:
+        raise ValueError(
+            f"detail must be one of {', '.join(map(repr, DETAIL_MODES))}, got {detail!r}"
+        )
+    if detail == "authorized":
+        if authorize is None:
+            raise ValueError('detail="authorized" needs authorize=, a dependency returning bool')
+        if not callable(authorize):
+            raise TypeError(f"authorize must be a callable FastAPI dependency, got {authorize!r}")
+    elif authorize is not None:
+        # Silently ignoring it would show every detail to a caller the user meant to check.
+        raise ValueError(f'authorize= is only used with detail="authorized", not {detail!r}')
+    critical_names = _names("critical", critical)
+    tag_list = list(_names("tags", tags))
+    if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
+        raise ValueError(f"prefix must start with '/' and not end with '/', got {prefix!r}")
+    if registry is not None and not callable(getattr(registry, "breakers", None)):
+        raise TypeError(f"registry must have a breakers() method, got {registry!r}")
+
+    critical_set = frozenset(critical_names)
+
+    def source(request: Request) -> _BreakerSource:
+        if registry is not None:
+            return registry
+        found: _BreakerSource | None = getattr(request.app.state, "breaker_registry", None)
+        if found is None:
+            raise RuntimeError(
+                "health_router() without registry= reads app.state.breaker_registry, which is"
+                " not set: call fastapi_breaker.fastapi.setup_breakers(app) first, or pass"
+                " health_router(registry=...)"
+            )
+        return found
+
+    def health_response(request: Request, show: bool) -> Response:
+        status, details = _health(source(request).breakers(), critical_set, show)
+        body: dict[str, Any] = {"status": status}
+        if show:
+            body["details"] = details
+        return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+
+    health: Callable[..., Any]
+    if authorize is not None:
+
+        async def health_if_authorized(
+            request: Request, allowed: Annotated[Any, Depends(authorize)]
+        ) -> Response:
+            return health_response(request, allowed is True)
+
+        health = health_if_authorized
+    else:
+        show_always = detail == "always"
+
+        async def health_for_all(request: Request) -> Response:
+            return health_response(request, show_always)
+
+        health = health_for_all
+
+    async def live() -> Response:
+        return JSONResponse({"status": "alive"})
+
+    show_critical = detail == "always"
+
+    async def ready(request: Request) -> Response:
+        breakers = source(request).breakers()
+        states: dict[str, State] = {}
+        for name in critical_names:
+            breaker = breakers.get(name)
+            states[name] = State.CLOSED if breaker is None else breaker.state
+        failing = State.OPEN in states.values()
+        body: dict[str, Any] = {"status": "not_ready" if failing else "ready"}
+        if show_critical:
+            body["critical"] = {name: state.value for name, state in states.items()}
+        return JSONResponse(body, status_code=503 if failing else 200)
+
+    router = APIRouter(route_class=_HealthRoute)
+    endpoints: list[tuple[str, str, Callable[..., Any], type[BaseModel], str]] = [
+        ("", "health", health, HealthReport, "A critical breaker is open."),
+        ("/live", "health_live", live, LivenessReport, ""),
+        ("/ready", "health_ready", ready, ReadinessReport, "A critical breaker is open."),
+    ]
+    for path, name, endpoint, model, unavailable in endpoints:
+        responses: dict[int | str, dict[str, Any]] = {}
+        if unavailable:
+            responses[503] = {"model": model, "description": unavailable}
+        router.add_api_route(
+            prefix + path,
+            endpoint,
+            methods=["GET"],
+            name=name,
+            tags=list(tag_list),
+            response_model=model,
+            responses=responses,
+        )
+        # HEAD is its own route, kept out of the schema: one route with both methods would give
+        # OpenAPI two operations with the same operationId (FastAPI warns about that).
+        router.add_api_route(
+            prefix + path,
+            endpoint,
+            methods=["HEAD"],
+            name=name,
+            response_model=None,
+            include_in_schema=False,
+        )
+    return router
+
+
+def _health(
+    breakers: Mapping[str, CircuitBreaker], critical: frozenset[str], show: bool
+) -> tuple[str, dict[str, Any]]:
+    # Hot with thousands of breakers: plain dicts, straight to JSON, no model validation.
+    status = "healthy"
+    details: dict[str, Any] = {}
+    closed = State.CLOSED
+    for name, breaker in breakers.items():
+        state = breaker.state
+        if state is not closed:
+            if state is State.OPEN and name in critical:
+                status = "unhealthy"
+            elif status == "healthy":
+                status = "degraded"
+        if show:
+            details[name] = {
+                "state": state.value,
+                "stats": breaker.stats.to_dict(),
+                "retry_after": None if state is closed else breaker.retry_after,
+            }
+        elif status == "unhealthy":
+            break  # nothing left to learn
+    return status, details
+
+
+def _names(field: str, value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str | bytes):
+        raise TypeError(
+            f"{field} must be a collection of names, not one string: {field}=({value!r},)"
+        )
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise TypeError(f"{field} must be a collection of names, got {value!r}") from None
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{field} must hold strings, got {name!r}")
+        if not name:
+            raise ValueError(f"{field} must not hold an empty name")
+    return tuple(dict.fromkeys(names))  # in order, without repeats
