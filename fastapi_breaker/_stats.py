@@ -78,6 +78,16 @@ class Stats:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: percentile keys become strings ("0.5")."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["percentiles"] = {str(p): v for p, v in self.percentiles.items()}
-        return data
+        # Spelled out rather than `dataclasses.fields()`: /health builds this per breaker.
+        return {
+            "fires": self.fires,
+            "successes": self.successes,
+            "failures": self.failures,
+            "rejects": self.rejects,
+            "timeouts": self.timeouts,
+            "fallbacks": self.fallbacks,
+            "semaphore_rejections": self.semaphore_rejections,
+            "error_percentage": self.error_percentage,
+            "latency_mean": self.latency_mean,
+            "percentiles": {str(p): v for p, v in self.percentiles.items()},
+        }

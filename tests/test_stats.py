@@ -352,3 +352,11 @@ async def test_close_clears_the_window() -> None:
     breaker.open()
     breaker.close()
     assert breaker.stats.fires == 0
+
+
+def test_to_dict_has_every_field_of_stats() -> None:
+    import dataclasses
+
+    breaker = CircuitBreaker(clock=FakeClock())
+    stats = breaker.stats
+    assert list(stats.to_dict()) == [f.name for f in dataclasses.fields(stats)]
