@@ -355,8 +355,6 @@ async def test_close_clears_the_window() -> None:
 
 
 def test_to_dict_has_every_field_of_stats() -> None:
-    import dataclasses
-
     breaker = CircuitBreaker(clock=FakeClock())
     stats = breaker.stats
     assert list(stats.to_dict()) == [f.name for f in dataclasses.fields(stats)]
