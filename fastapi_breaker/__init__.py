@@ -16,6 +16,7 @@ from ._errors import (
 )
 from ._events import EVENT_NAMES, Event, EventHandler, EventName
 from ._options import BreakerOptions
+from ._registry import BreakerRegistry, UnknownBreakerError
 from ._state import State
 from ._stats import PERCENTILES, Stats
 
@@ -27,6 +28,7 @@ __all__ = [
     "Attempt",
     "BreakerError",
     "BreakerOptions",
+    "BreakerRegistry",
     "BreakerShutdownError",
     "CallTimeoutError",
     "CapacityExceededError",
@@ -38,5 +40,6 @@ __all__ = [
     "EventName",
     "State",
     "Stats",
+    "UnknownBreakerError",
     "__version__",
 ]

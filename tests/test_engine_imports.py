@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-BLOCKED = ("fastapi", "starlette", "httpx")
+BLOCKED = ("fastapi", "starlette", "httpx", "pydantic", "pydantic_settings")
 
 ENGINE_MODULES = (
     "fastapi_breaker",
@@ -21,6 +21,8 @@ ENGINE_MODULES = (
     "fastapi_breaker._stats",
     "fastapi_breaker._state",
     "fastapi_breaker._deadlines",
+    "fastapi_breaker._attempt",
+    "fastapi_breaker._registry",
     "fastapi_breaker.testing",
 )
 

@@ -11,6 +11,7 @@ EXPECTED_PUBLIC_NAMES = [
     "Attempt",
     "BreakerError",
     "BreakerOptions",
+    "BreakerRegistry",
     "BreakerShutdownError",
     "CallTimeoutError",
     "CapacityExceededError",
@@ -24,6 +25,7 @@ EXPECTED_PUBLIC_NAMES = [
     "PERCENTILES",
     "State",
     "Stats",
+    "UnknownBreakerError",
     "__version__",
 ]
 

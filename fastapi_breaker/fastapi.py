@@ -1,0 +1,258 @@
+"""Named breakers in FastAPI routes, and the one call that wires them into an app.
+
+    app = FastAPI()
+    setup_breakers(app, BreakerRegistry(breakers={"AuthService": {"timeout": 5}}, strict=True))
+
+    @app.get("/me")
+    async def me(auth: CircuitBreaker = Depends(get_breaker("AuthService"))) -> dict[str, str]:
+        return await auth.call(fetch_user)
+
+`setup_breakers` attaches the registry at `app.state.breaker_registry`, checks at startup that a
+strict registry knows every breaker a route depends on, shuts every breaker down when the app's
+lifespan ends, adds `CircuitBreakerMiddleware`, and documents the 503 in the OpenAPI schema.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the annotations of
+# `BreakerDependency.__call__` at run time, and a callable object has no `__globals__` in which
+# a string annotation could be resolved.
+
+import copy
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+try:
+    import fastapi.routing
+    from fastapi import FastAPI
+    from starlette.requests import HTTPConnection
+except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError(
+        "fastapi_breaker.fastapi needs FastAPI: pip install 'fastapi_breaker[fastapi]'"
+    ) from exc
+
+from ._breaker import CircuitBreaker
+from ._registry import BreakerRegistry
+
+__all__ = [
+    "CIRCUIT_OPEN_RESPONSE",
+    "BreakerDependency",
+    "get_breaker",
+    "get_registry",
+    "setup_breakers",
+]
+
+_STATE_KEY = "breaker_registry"
+
+# The JSON Schema of the body that `fastapi_breaker.middleware.problem_response` sends.
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "CircuitOpenProblem",
+    "description": "An RFC 9457 problem document: the circuit is open and the call was refused.",
+    "type": "object",
+    "properties": {
+        "type": {"title": "Type", "type": "string", "example": "about:blank"},
+        "title": {"title": "Title", "type": "string", "example": "Service Unavailable"},
+        "status": {"title": "Status", "type": "integer", "example": 503},
+        "detail": {"title": "Detail", "type": "string"},
+        "retry_after": {
+            "title": "Retry After",
+            "type": "integer",
+            "minimum": 1,
+            "description": "Seconds to wait before retrying, as in the Retry-After header.",
+        },
+        "breaker": {
+            "title": "Breaker",
+            "type": "string",
+            "description": "The breaker's name; present only when the app chose to expose it.",
+        },
+    },
+    "required": ["type", "title", "status", "detail", "retry_after"],
+}
+
+CIRCUIT_OPEN_RESPONSE: Mapping[str, Any] = {
+    "description": "Circuit open: the call was refused; retry after the Retry-After header",
+    "headers": {
+        "Retry-After": {
+            "description": "Whole seconds until the circuit admits a trial call; at least 1.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}},
+}
+"""The OpenAPI response documented as the 503 of every route that depends on a breaker.
+
+Give it to routes that reach a breaker another way (an httpx transport, say):
+`@app.get("/x", responses={503: dict(CIRCUIT_OPEN_RESPONSE)})`.
+"""
+
+
+def get_registry(request: HTTPConnection) -> BreakerRegistry:
+    """The app's registry: `app.state.breaker_registry`, else the lifespan state's."""
+    registry = getattr(request.app.state, _STATE_KEY, None)
+    if registry is None:
+        # An app may also yield {"breaker_registry": registry} from its own lifespan.
+        registry = getattr(request.state, _STATE_KEY, None)
+    if not isinstance(registry, BreakerRegistry):
+        raise RuntimeError(
+            "this app has no breaker registry: call fastapi_breaker.fastapi.setup_breakers(app) "
+            "or set app.state.breaker_registry to a BreakerRegistry"
+        )
+    return registry
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BreakerDependency:
+    """A FastAPI dependency that gives a route the app's breaker called `name`.
+
+    Equal names make equal, hashable objects, so `app.dependency_overrides[get_breaker(name)]`
+    replaces it. `__call__` is a coroutine so that FastAPI calls it on the event loop rather than
+    on a worker thread.
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a breaker name must be a non-empty string, got {self.name!r}")
+
+    async def __call__(self, request: HTTPConnection) -> CircuitBreaker:
+        return get_registry(request).get(self.name)
+
+
+def get_breaker(name: str) -> BreakerDependency:
+    """`Depends(get_breaker("AuthService"))`: the app's breaker called `name`."""
+    return BreakerDependency(name)
+
+
+def setup_breakers(
+    app: FastAPI,
+    registry: BreakerRegistry | None = None,
+    *,
+    middleware: bool = True,
+    expose_name: bool = False,
+) -> BreakerRegistry:
+    """Wire a registry into `app` and return it; call once per app, before it starts.
+
+    - the registry (a new non-strict one if None) goes to `app.state.breaker_registry`;
+    - at startup, a strict registry must know every breaker that a route depends on, or startup
+      fails naming each unknown one;
+    - when the lifespan ends, even by an error, every breaker is shut down;
+    - `middleware=True` adds `CircuitBreakerMiddleware(expose_name=expose_name)`;
+    - the OpenAPI schema documents a 503 on every route that depends on a breaker.
+    """
+    if registry is None:
+        registry = BreakerRegistry()
+    elif not isinstance(registry, BreakerRegistry):
+        raise TypeError(f"registry must be a BreakerRegistry or None, got {registry!r}")
+    if getattr(app.state, _STATE_KEY, None) is not None:
+        raise RuntimeError(
+            "setup_breakers() was already called for this app (app.state.breaker_registry is set)"
+        )
+    app.state.breaker_registry = registry
+
+    if middleware:
+        # Imported only when wanted: an app that answers the 503 itself never loads it.
+        from .middleware import CircuitBreakerMiddleware
+
+        app.add_middleware(CircuitBreakerMiddleware, expose_name=expose_name)
+
+    app.router.lifespan_context = _with_breakers(app, registry, app.router.lifespan_context)
+    app.openapi = _with_503(app, app.openapi)  # type: ignore[method-assign]
+    return registry
+
+
+def _with_breakers(
+    app: FastAPI,
+    registry: BreakerRegistry,
+    lifespan: Callable[[Any], AbstractAsyncContextManager[Any]],
+) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    @asynccontextmanager
+    async def breaker_lifespan(scope_app: Any) -> AsyncIterator[Any]:
+        if registry.strict:
+            _check_known(app, registry)
+        try:
+            async with lifespan(scope_app) as state:
+                yield state
+        finally:
+            registry.shutdown()
+
+    return breaker_lifespan
+
+
+def _check_known(app: FastAPI, registry: BreakerRegistry) -> None:
+    overridden = app.dependency_overrides
+    users: dict[str, list[str]] = {}
+    for route in _routes(app):
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            continue
+        # An overridden dependency never runs, nor do its own dependencies: a test may well
+        # replace a breaker that the test's registry does not configure.
+        for name in _breaker_names(dependant, overridden):
+            if name not in registry:
+                where = f"{','.join(sorted(route.methods or ['WEBSOCKET']))} {route.path_format}"
+                users.setdefault(name, [])
+                if where not in users[name]:
+                    users[name].append(where)
+    if users:
+        unknown = "; ".join(
+            f"{name!r} (used by {', '.join(users[name])})" for name in sorted(users)
+        )
+        known = ", ".join(repr(name) for name in sorted(registry.configured)) or "none"
+        raise RuntimeError(
+            f"strict breaker registry: routes depend on unknown breakers: {unknown}. "
+            f"Configured breakers: {known}"
+        )
+
+
+def _with_503(app: FastAPI, openapi: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    # Patched when the schema is made, not at setup, so that routes added later are covered.
+    def openapi_with_503() -> dict[str, Any]:
+        schema = openapi()
+        _document_503(app, schema)
+        return schema
+
+    return openapi_with_503
+
+
+def _document_503(app: FastAPI, schema: dict[str, Any]) -> None:
+    paths = schema.get("paths") or {}
+    for route in _routes(app):
+        if not isinstance(getattr(route, "original_route", route), fastapi.routing.APIRoute):
+            continue
+        if not route.include_in_schema or not any(_breaker_names(route.dependant, {})):
+            continue
+        operations = paths.get(route.path_format) or {}
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if operation is not None:
+                # A 503 the user documented, or ours from an earlier call, stays as it is.
+                responses = operation.setdefault("responses", {})
+                if "503" not in responses:
+                    responses["503"] = copy.deepcopy(dict(CIRCUIT_OPEN_RESPONSE))
+
+
+def _routes(app: FastAPI) -> Iterator[Any]:
+    """Every route of the app, with included routers' prefixes and dependencies applied."""
+    # Newer FastAPI keeps included routers whole and resolves them lazily; older FastAPI copies
+    # their routes into app.routes, already complete.
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+    yield from (app.routes if iterate is None else iterate(app.routes))
+
+
+def _breaker_names(dependant: Any, overridden: Mapping[Any, Any]) -> Iterator[str]:
+    stack = list(dependant.dependencies)
+    while stack:
+        sub = stack.pop()
+        if overridden and _is_overridden(sub.call, overridden):
+            continue
+        if isinstance(sub.call, BreakerDependency):
+            yield sub.call.name
+        stack.extend(sub.dependencies)
+
+
+def _is_overridden(call: Any, overridden: Mapping[Any, Any]) -> bool:
+    try:
+        return call in overridden
+    except TypeError:  # an unhashable callable object cannot be a key of the overrides
+        return False

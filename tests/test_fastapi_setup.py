@@ -1,0 +1,501 @@
+"""setup_breakers: the registry on the app, the lifespan's strict check and shutdown, the 503 doc.
+
+Starlette's TestClient now wants `httpx2`, so the apps here run under a small ASGI driver of
+our own: it plays the lifespan conversation a server holds, and serves requests through
+`httpx.ASGITransport` with the lifespan state in each scope, as uvicorn does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, WebSocket
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from fastapi_breaker import CircuitBreaker, State
+from fastapi_breaker._registry import BreakerRegistry
+from fastapi_breaker.fastapi import CIRCUIT_OPEN_RESPONSE, get_breaker, setup_breakers
+from fastapi_breaker.middleware import CircuitBreakerMiddleware
+from fastapi_breaker.testing import FakeClock
+
+AuthBreaker = Annotated[CircuitBreaker, Depends(get_breaker("AuthService"))]
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Start the app as a server would, hand out a client, and shut the app down after."""
+    state: dict[str, Any] = {}
+    to_app: asyncio.Queue[Message] = asyncio.Queue()
+    from_app: asyncio.Queue[Message] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+    lifespan = asyncio.create_task(app(scope, to_app.get, from_app.put))
+
+    await to_app.put({"type": "lifespan.startup"})
+    if (await from_app.get())["type"] == "lifespan.startup.failed":
+        await lifespan  # Starlette re-raises the startup error: let it reach the test
+
+    async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    transport = httpx.ASGITransport(app=with_state)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+    finally:
+        await to_app.put({"type": "lifespan.shutdown"})
+        await from_app.get()
+        await lifespan  # re-raises a shutdown error
+
+
+def plain_app(registry: BreakerRegistry | None = None, **kwargs: Any) -> FastAPI:
+    app = FastAPI()
+    setup_breakers(app, registry, **{"middleware": False, **kwargs})
+    return app
+
+
+# ---------------------------------------------------------------- attaching the registry
+
+
+def test_setup_attaches_and_returns_the_registry() -> None:
+    registry = BreakerRegistry()
+    app = FastAPI()
+
+    assert setup_breakers(app, registry, middleware=False) is registry
+    assert app.state.breaker_registry is registry
+
+
+def test_setup_without_a_registry_makes_a_lenient_one() -> None:
+    app = FastAPI()
+
+    registry = setup_breakers(app, middleware=False)
+
+    assert isinstance(registry, BreakerRegistry)
+    assert registry.strict is False
+    assert app.state.breaker_registry is registry
+
+
+def test_setup_twice_on_one_app_is_an_error() -> None:
+    app = plain_app()
+
+    with pytest.raises(RuntimeError) as caught:
+        setup_breakers(app, BreakerRegistry(), middleware=False)
+
+    assert str(caught.value) == (
+        "setup_breakers() was already called for this app (app.state.breaker_registry is set)"
+    )
+
+
+def test_setup_refuses_something_that_is_not_a_registry() -> None:
+    with pytest.raises(TypeError, match=r"^registry must be a BreakerRegistry or None, got \{\}$"):
+        setup_breakers(FastAPI(), {})  # type: ignore[arg-type]
+
+
+def test_middleware_is_added_on_request() -> None:
+    with_middleware = FastAPI()
+    setup_breakers(with_middleware, expose_name=True)
+    without = FastAPI()
+    setup_breakers(without, middleware=False)
+
+    [added] = with_middleware.user_middleware
+    assert added.cls is CircuitBreakerMiddleware  # type: ignore[comparison-overlap]
+    assert added.kwargs == {"expose_name": True}
+    assert without.user_middleware == []
+
+
+async def test_with_the_middleware_an_open_breaker_answers_503() -> None:
+    registry = BreakerRegistry(breakers={"AuthService": {"reset_timeout": 20.0}}, clock=FakeClock())
+    app = FastAPI()
+    setup_breakers(app, registry)
+
+    @app.get("/me")
+    async def me(breaker: AuthBreaker) -> str:
+        return str(await breaker.call(lambda: "user-1"))
+
+    async with running(app) as client:
+        registry.get("AuthService").open()
+        response = await client.get("/me")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "20"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["retry_after"] == 20
+
+
+async def test_two_apps_keep_separate_registries() -> None:
+    first, second = plain_app(BreakerRegistry()), plain_app(BreakerRegistry())
+    seen: list[CircuitBreaker] = []
+    for app in (first, second):
+
+        @app.get("/me")
+        async def me(breaker: AuthBreaker) -> str:
+            seen.append(breaker)
+            return breaker.name
+
+    async with running(first) as one, running(second) as two:
+        await one.get("/me")
+        await two.get("/me")
+        await one.get("/me")
+        assert seen[0] is seen[2]
+        assert seen[0] is not seen[1]
+        assert seen[0] is first.state.breaker_registry.get("AuthService")
+        assert seen[1] is second.state.breaker_registry.get("AuthService")
+
+        # Opening one app's breaker leaves the other's alone.
+        seen[0].open()
+        assert seen[1].state is State.CLOSED
+
+
+async def test_ending_one_app_does_not_end_the_other() -> None:
+    first, second = plain_app(), plain_app()
+    async with running(second):
+        async with running(first):
+            mine = first.state.breaker_registry.get("AuthService")
+            theirs = second.state.breaker_registry.get("AuthService")
+        assert mine.is_shutdown
+        assert not theirs.is_shutdown
+    assert theirs.is_shutdown
+
+
+# ---------------------------------------------------------------- the lifespan
+
+
+async def test_breakers_and_their_tasks_end_with_the_lifespan() -> None:
+    registry = BreakerRegistry()
+    started: list[asyncio.Task[None]] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # An hour between checks: the task is parked on the loop's timer when the app stops.
+        started.append(registry.get("AuthService").health_check(lambda: None, interval=3600))
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+    setup_breakers(app, registry, middleware=False)
+
+    async with running(app):
+        breaker = registry.get("AuthService")
+        other = registry.get("Search")
+        [task] = started
+        assert not task.done()
+
+    assert breaker.is_shutdown
+    assert other.is_shutdown
+    assert registry.breakers() == {}
+    assert task.cancelling() == 1  # cancelled by the shutdown, not by the loop's end
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+async def test_breakers_end_even_when_the_app_lifespan_fails_at_shutdown() -> None:
+    registry = BreakerRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        raise OSError("database pool would not close")
+
+    app = FastAPI(lifespan=lifespan)
+    setup_breakers(app, registry, middleware=False)
+
+    with pytest.raises(OSError, match="database pool would not close"):
+        async with running(app):
+            breaker = registry.get("AuthService")
+
+    assert breaker.is_shutdown
+
+
+async def test_breakers_end_even_when_the_app_lifespan_fails_at_startup() -> None:
+    registry = BreakerRegistry()
+    made: list[CircuitBreaker] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        made.append(registry.get("AuthService"))
+        raise OSError("no database")
+        yield  # pragma: no cover
+
+    app = FastAPI(lifespan=lifespan)
+    setup_breakers(app, registry, middleware=False)
+
+    with pytest.raises(OSError, match="no database"):
+        async with running(app):
+            pass  # pragma: no cover
+
+    [breaker] = made
+    assert breaker.is_shutdown
+
+
+async def test_the_app_lifespan_state_still_reaches_requests() -> None:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {"pool": "the-pool"}
+
+    app = FastAPI(lifespan=lifespan)
+    setup_breakers(app, middleware=False)
+
+    @app.get("/from-state")
+    async def from_state(request: Request, breaker: AuthBreaker) -> str:
+        return f"{request.state.pool} {breaker.name}"
+
+    async with running(app) as client:
+        assert (await client.get("/from-state")).json() == "the-pool AuthService"
+
+
+async def test_the_lifespan_can_run_again_with_fresh_breakers() -> None:
+    registry = BreakerRegistry()
+    app = plain_app(registry)
+
+    async with running(app):
+        first = registry.get("AuthService")
+    async with running(app):
+        second = registry.get("AuthService")
+        assert second is not first
+        assert not second.is_shutdown
+    assert first.is_shutdown
+    assert second.is_shutdown
+
+
+async def test_the_registry_may_come_from_the_lifespan_state_instead() -> None:
+    registry = BreakerRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {"breaker_registry": registry}
+        registry.shutdown()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/same")
+    async def same(breaker: AuthBreaker) -> bool:
+        return breaker is registry.get("AuthService")
+
+    async with running(app) as client:
+        assert (await client.get("/same")).json() is True
+
+
+# ---------------------------------------------------------------- strict startup
+
+
+def strict_app(*configured: str) -> FastAPI:
+    breakers: dict[str, dict[str, Any]] = {name: {} for name in configured}
+    return app_using_breakers(BreakerRegistry(breakers=breakers, strict=True))
+
+
+def app_using_breakers(registry: BreakerRegistry) -> FastAPI:
+    """Breakers used every way a route can: directly, nested, by a router, by a websocket."""
+    app = plain_app(registry)
+
+    @app.get("/me")
+    async def me(breaker: AuthBreaker) -> str:
+        return breaker.name
+
+    @app.api_route("/pay", methods=["POST", "PUT"])
+    async def pay(breaker: Annotated[CircuitBreaker, Depends(get_breaker("Billing"))]) -> str:
+        return breaker.name
+
+    @app.get("/search")
+    async def search(client: Annotated[Any, Depends(search_client)]) -> str:
+        return "ok"
+
+    router = APIRouter(prefix="/admin", dependencies=[Depends(get_breaker("Billing"))])
+
+    @router.get("/refunds")
+    async def refunds() -> str:
+        return "ok"
+
+    app.include_router(router)
+
+    @app.websocket("/live")
+    async def live(websocket: WebSocket, breaker: AuthBreaker) -> None:
+        await websocket.close()
+
+    return app
+
+
+async def search_client(
+    breaker: Annotated[CircuitBreaker, Depends(get_breaker("Search"))],
+) -> CircuitBreaker:
+    return breaker
+
+
+async def test_strict_startup_names_every_unknown_breaker_and_its_routes() -> None:
+    app = strict_app("Search")
+
+    with pytest.raises(RuntimeError) as caught:
+        async with running(app):
+            pass  # pragma: no cover
+
+    assert str(caught.value) == (
+        "strict breaker registry: routes depend on unknown breakers: "
+        "'AuthService' (used by GET /me, WEBSOCKET /live); "
+        "'Billing' (used by POST,PUT /pay, GET /admin/refunds). "
+        "Configured breakers: 'Search'"
+    )
+
+
+async def test_strict_startup_passes_when_every_breaker_is_configured() -> None:
+    app = strict_app("AuthService", "Billing", "Search")
+
+    async with running(app) as client:
+        assert (await client.get("/me")).json() == "AuthService"
+
+
+async def test_strict_startup_with_nothing_configured_says_so() -> None:
+    app = plain_app(BreakerRegistry(strict=True))
+
+    @app.get("/me")
+    async def me(breaker: AuthBreaker) -> str:
+        return breaker.name  # pragma: no cover
+
+    with pytest.raises(RuntimeError, match=r"Configured breakers: none$"):
+        async with running(app):
+            pass  # pragma: no cover
+
+
+async def test_strict_startup_also_sees_routes_added_after_setup() -> None:
+    app = plain_app(BreakerRegistry(breakers={"AuthService": {}}, strict=True))
+
+    async with running(app):
+        pass  # nothing unknown yet
+
+    @app.get("/late")
+    async def late(breaker: Annotated[CircuitBreaker, Depends(get_breaker("Late"))]) -> str:
+        return breaker.name  # pragma: no cover
+
+    with pytest.raises(RuntimeError, match=r"'Late' \(used by GET /late\)"):
+        async with running(app):
+            pass  # pragma: no cover
+
+
+async def test_an_overridden_breaker_is_not_checked() -> None:
+    app = strict_app("Search", "Billing")
+    fake = CircuitBreaker(name="fake", clock=FakeClock())
+    app.dependency_overrides[get_breaker("AuthService")] = lambda: fake
+
+    async with running(app) as client:
+        assert (await client.get("/me")).json() == "fake"
+
+
+async def test_a_lenient_registry_does_not_check_at_startup() -> None:
+    app = app_using_breakers(BreakerRegistry(breakers={"Search": {}}))
+
+    async with running(app) as client:
+        assert (await client.get("/me")).json() == "AuthService"
+
+
+# ---------------------------------------------------------------- OpenAPI
+
+
+def openapi_app() -> FastAPI:
+    app = plain_app()
+
+    @app.get("/me")
+    async def me(breaker: AuthBreaker) -> str:
+        return breaker.name  # pragma: no cover
+
+    @app.get("/plain")
+    async def plain() -> str:
+        return "ok"  # pragma: no cover
+
+    @app.get(
+        "/own-503",
+        responses={503: {"description": "Maintenance window"}},
+    )
+    async def own(breaker: AuthBreaker) -> str:
+        return breaker.name  # pragma: no cover
+
+    @app.get("/nested")
+    async def nested(client: Annotated[Any, Depends(search_client)]) -> str:
+        return "ok"  # pragma: no cover
+
+    @app.get("/hidden", include_in_schema=False)
+    async def hidden(breaker: AuthBreaker) -> str:
+        return breaker.name  # pragma: no cover
+
+    return app
+
+
+def responses(schema: dict[str, Any], path: str, method: str = "get") -> dict[str, Any]:
+    return dict(schema["paths"][path][method]["responses"])
+
+
+def test_openapi_documents_503_on_breaker_routes_only() -> None:
+    app = openapi_app()
+    router = APIRouter(prefix="/admin", dependencies=[Depends(get_breaker("Billing"))])
+
+    @router.post("/refunds")
+    async def refunds() -> str:
+        return "ok"  # pragma: no cover
+
+    app.include_router(router)  # after setup: the schema must still see it
+
+    schema = app.openapi()
+
+    assert responses(schema, "/me")["503"] == CIRCUIT_OPEN_RESPONSE
+    assert responses(schema, "/nested")["503"] == CIRCUIT_OPEN_RESPONSE
+    assert responses(schema, "/admin/refunds", "post")["503"] == CIRCUIT_OPEN_RESPONSE
+    assert "503" not in responses(schema, "/plain")
+    assert "/hidden" not in schema["paths"]
+
+
+def test_openapi_keeps_a_503_the_user_documented() -> None:
+    schema = openapi_app().openapi()
+
+    assert responses(schema, "/own-503")["503"] == {"description": "Maintenance window"}
+
+
+def test_the_documented_503_is_a_problem_with_retry_after() -> None:
+    documented = responses(openapi_app().openapi(), "/me")["503"]
+
+    assert documented["description"] == (
+        "Circuit open: the call was refused; retry after the Retry-After header"
+    )
+    assert documented["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
+    problem = documented["content"]["application/problem+json"]["schema"]
+    assert problem["required"] == ["type", "title", "status", "detail", "retry_after"]
+    assert set(problem["properties"]) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+        "retry_after",
+        "breaker",
+    }
+
+
+async def test_the_served_schema_has_the_503_and_stays_stable() -> None:
+    app = openapi_app()
+
+    async with running(app) as client:
+        first = (await client.get("/openapi.json")).json()
+        second = (await client.get("/openapi.json")).json()
+
+    assert first == second
+    assert responses(first, "/me")["503"] == CIRCUIT_OPEN_RESPONSE
+    assert "503" not in responses(first, "/plain")
+
+
+def test_a_route_added_after_the_first_schema_is_documented_too() -> None:
+    app = openapi_app()
+    app.openapi()
+
+    @app.put("/late")
+    async def late(breaker: AuthBreaker) -> str:
+        return breaker.name  # pragma: no cover
+
+    assert responses(app.openapi(), "/late", "put")["503"] == CIRCUIT_OPEN_RESPONSE
+
+
+def test_each_route_gets_its_own_copy_of_the_503() -> None:
+    schema = openapi_app().openapi()
+
+    responses(schema, "/me")["503"]["description"] = "edited"
+
+    assert responses(schema, "/nested")["503"]["description"] != "edited"
