@@ -1,0 +1,57 @@
+"""Run ASGI apps under real uvicorn servers on 127.0.0.1, inside the current event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+from fastapi import FastAPI
+
+__all__ = ["LoopbackServer"]
+
+_START_POLLS = 500  # x 10 ms: a server that has not started in 5 s is broken
+
+
+class LoopbackServer:
+    """One uvicorn server on 127.0.0.1. `port=0` picks a free port; `port` tells which."""
+
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
+        self.app = app
+        self.port = port
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        # Two servers share this process: its signals belong to whoever runs them both.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        self._server = server
+        self._task = asyncio.create_task(server.serve())
+        for _ in range(_START_POLLS):
+            if server.started:
+                break
+            if self._task.done():
+                self._task.result()  # raises the reason it could not start
+            await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{self.port}")
+        self.port = server.servers[0].sockets[0].getsockname()[1]
+
+    def request_stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task
+        self._server = self._task = None
