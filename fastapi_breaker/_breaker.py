@@ -420,7 +420,7 @@ class CircuitBreaker:
             # A trial that outlived its limit by the clock counts as failed, even if no loop
             # timer cancelled it (a worker thread, or a test driving a fake clock).
             limit = self.options.trial_timeout
-            for trial in [t for t in self._trials if now - t.started >= limit]:
+            for trial in [t for t in self._trials if now - t.started > limit]:
                 trial.expired = True
                 self._trials.remove(trial)
                 self._trial_failures += 1
@@ -441,9 +441,14 @@ class CircuitBreaker:
         events: list[EventName] = []
         with self._lock:
             self._release(ticket)
-            if ticket.trial is not None and self._owns(ticket):
-                self._trial_successes += 1
-                self._judge_trials(self._clock(), events)
+            if ticket.trial is not None:
+                now = self._clock()
+                # A trial that outlived its limit by the clock failed, however it ended: the
+                # same rule whether it ends through call(), call_sync() or an Attempt.
+                self._observe(now, events)
+                if self._owns(ticket):
+                    self._trial_successes += 1
+                    self._judge_trials(now, events)
         if "success" in self._emitter.listening:
             self._emit(Event("success", self, args, kwargs, result=result, latency=latency))
         self._emit_names(events)
@@ -528,6 +533,8 @@ class CircuitBreaker:
                     bucket.timeouts += 1
             if ticket is not None:
                 self._release(ticket)
+                if ticket.trial is not None:
+                    self._observe(now, events)  # an over-age trial has failed, as in _succeeded
             owns = generation == self._generation and (ticket is None or self._owns(ticket))
             if owns and ticket is not None and ticket.trial is not None:
                 if kind in (_CANCELLED, _FILTERED):

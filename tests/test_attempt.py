@@ -241,3 +241,15 @@ async def test_callers_own_cancellation_passes_through_the_time_limit() -> None:
         await task
     stats = breaker.stats
     assert (stats.failures, stats.timeouts, stats.fires) == (0, 0, 1)
+
+
+def test_a_trial_reported_successful_after_its_limit_has_failed() -> None:
+    clock = FakeClock()
+    breaker = make(clock, half_open_timeout=1.0)
+    breaker.open()
+    clock.advance(10.0)
+    trial = breaker.begin()
+    clock.advance(1.5)  # past the 1 s trial limit, with nobody looking
+    trial.succeeded()
+    assert breaker.state is State.OPEN
+    assert breaker.stats.successes == 1  # the late success still counts in the stats

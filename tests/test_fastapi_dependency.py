@@ -12,8 +12,7 @@ from fastapi import Depends, FastAPI, WebSocket
 from starlette.responses import PlainTextResponse
 from starlette.types import Message
 
-from fastapi_breaker import CircuitBreaker, CircuitOpenError
-from fastapi_breaker._registry import BreakerRegistry, UnknownBreakerError
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, UnknownBreakerError
 from fastapi_breaker.fastapi import BreakerDependency, get_breaker, get_registry, setup_breakers
 from fastapi_breaker.testing import FakeClock
 

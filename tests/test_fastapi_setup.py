@@ -18,8 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, WebSocket
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from fastapi_breaker import CircuitBreaker, State
-from fastapi_breaker._registry import BreakerRegistry
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, State
 from fastapi_breaker.fastapi import CIRCUIT_OPEN_RESPONSE, get_breaker, setup_breakers
 from fastapi_breaker.middleware import CircuitBreakerMiddleware
 from fastapi_breaker.testing import FakeClock

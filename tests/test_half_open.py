@@ -256,7 +256,9 @@ async def test_trial_older_than_its_limit_counts_as_failed_when_the_breaker_look
     clock.advance(limit - 0.25)
     assert breaker.state is State.HALF_OPEN
     assert breaker.retry_after == 0.25
-    clock.advance(0.25)
+    clock.advance(0.25)  # exactly at its limit: not past it yet
+    assert breaker.state is State.HALF_OPEN
+    clock.advance(0.125)
     assert breaker.state is State.OPEN
     assert breaker.retry_after == 30.0
     assert seen == ["open", "half_open", "open"]
@@ -271,7 +273,7 @@ async def test_the_next_call_notices_an_expired_trial_and_is_rejected() -> None:
     await half_opened(clock, breaker)
     trial = Trial()
     task = await start(breaker, trial)
-    clock.advance(10)
+    clock.advance(10.25)  # past the 10 s trial limit
     with pytest.raises(CircuitOpenError) as caught:
         await breaker.call(ok)
     assert caught.value.retry_after == 30.0

@@ -671,7 +671,7 @@ def test_import_without_fastapi_names_the_extra() -> None:
 
 
 async def test_real_registry_from_app_state() -> None:
-    from fastapi_breaker._registry import BreakerRegistry
+    from fastapi_breaker import BreakerRegistry
 
     clock = FakeClock()
     registry = BreakerRegistry({"reset_timeout": 20.0}, {"auth": {}}, clock=clock)
@@ -712,7 +712,7 @@ async def test_real_registry_from_app_state() -> None:
 
 
 async def test_real_registry_passed_explicitly_and_shut_down() -> None:
-    from fastapi_breaker._registry import BreakerRegistry
+    from fastapi_breaker import BreakerRegistry
 
     clock = FakeClock()
     registry = BreakerRegistry(clock=clock)

@@ -98,7 +98,7 @@ class Model:
         if self.state is State.OPEN and now >= self.opened_until:
             self.move(State.HALF_OPEN, now)
         elif self.state is State.HALF_OPEN and self.trial_started is not None:
-            if now - self.trial_started >= self.trial_limit:
+            if now - self.trial_started > self.trial_limit:
                 self.trial_started = None
                 self.judge_trial(failed=True, now=now)
             elif self.threshold >= 100.0:
@@ -138,6 +138,10 @@ class Model:
     def settle(self, ticket: Ticket, kind: str, now: float) -> None:
         """A call ended at `now`: it always counts in the window, moves the state only if owned."""
         self.events.append((now, kind))
+        if ticket.trial:
+            # A trial past its limit by the clock has failed, whatever it returned: the
+            # breaker looks before it judges the trial.
+            self.observe(now)
         if ticket.period != self.period:
             return  # late: stats only
         failed = kind in (FAILURE, TIMEOUT)

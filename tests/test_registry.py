@@ -10,8 +10,14 @@ from typing import Any
 
 import pytest
 
-from fastapi_breaker import BreakerError, BreakerOptions, CircuitBreaker, State
-from fastapi_breaker._registry import BreakerRegistry, UnknownBreakerError
+from fastapi_breaker import (
+    BreakerError,
+    BreakerOptions,
+    BreakerRegistry,
+    CircuitBreaker,
+    State,
+    UnknownBreakerError,
+)
 from fastapi_breaker.testing import FakeClock
 
 VALID_KEYS = (

@@ -7,8 +7,7 @@ import os
 
 import pytest
 
-from fastapi_breaker import BreakerOptions, State
-from fastapi_breaker._registry import UnknownBreakerError
+from fastapi_breaker import BreakerOptions, State, UnknownBreakerError
 from fastapi_breaker.settings import (
     BreakerSettings,
     BreakerSettingsError,
