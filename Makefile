@@ -30,7 +30,7 @@ pytest: $(VENV)/.installed-dev
 
 # The docs are built strictly (broken links and anchors fail), into a folder git ignores.
 docs: $(VENV)/.installed-dev
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # The design note's two scenarios against real servers on 127.0.0.1, times scaled down.
 demo: $(VENV)/.installed-dev
