@@ -14,11 +14,11 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi_breaker.fastapi import get_breaker, setup_breakers
-from fastapi_breaker.httpx import AsyncBreakerTransport
 
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Clock
+from fastapi_breaker.fastapi import get_breaker, setup_breakers
 from fastapi_breaker.health import health_router
+from fastapi_breaker.httpx import AsyncBreakerTransport
 
 __all__ = ["AuthSettings", "create_user_app"]
 
