@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck pytest docs demo run bench clean
+.PHONY: test lint typecheck pytest docs demo run bench bench-engine bench-http bench-soak bench-scale clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a stale venv cannot hide a missing dependency.
 $(VENV)/.installed-dev: pyproject.toml
@@ -40,8 +40,22 @@ demo: $(VENV)/.installed-dev
 run: $(VENV)/.installed-dev
 	$(BIN)/python -m example_app
 
-bench: $(VENV)/.installed-bench
+# Benchmarks: not part of `make test`. Each loop is bounded; all traffic stays on 127.0.0.1.
+bench: bench-engine bench-http bench-scale bench-soak
+
+bench-engine: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
+
+bench-http: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.http
+
+# SOAK_SECONDS=600 for the full 10-minute soak; the default is a short one.
+SOAK_SECONDS ?= 120
+bench-soak: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
+
+bench-scale: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
