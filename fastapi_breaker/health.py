@@ -39,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from ._breaker import CircuitBreaker
 from ._state import State
+from .fastapi import get_registry
 
 __all__ = [
     "BreakerHealth",
@@ -49,8 +50,8 @@ __all__ = [
     "health_router",
 ]
 
-DETAIL_MODES = ("always", "never", "authorized")
-NO_STORE = "no-store"
+_DETAIL_MODES = ("always", "never", "authorized")
+_NO_STORE = "no-store"
 
 
 class BreakerStatsModel(BaseModel):
@@ -117,9 +118,9 @@ class _HealthRoute(APIRoute):
             try:
                 response: Response = await handler(request)
             except HTTPException as exc:
-                exc.headers = {**(exc.headers or {}), "Cache-Control": NO_STORE}
+                exc.headers = {**(exc.headers or {}), "Cache-Control": _NO_STORE}
                 raise
-            response.headers["Cache-Control"] = NO_STORE
+            response.headers["Cache-Control"] = _NO_STORE
             if request.method == "HEAD":
                 # Same status and headers as GET, Content-Length included (RFC 9110 9.3.2).
                 head = Response(status_code=response.status_code, background=response.background)
@@ -150,9 +151,9 @@ def health_router(
       `/health/ready` lists the critical breakers only with "always": probes carry no
       credentials, and breaker names can name internal services.
     """
-    if detail not in DETAIL_MODES:
+    if detail not in _DETAIL_MODES:
         raise ValueError(
-            f"detail must be one of {', '.join(map(repr, DETAIL_MODES))}, got {detail!r}"
+            f"detail must be one of {', '.join(map(repr, _DETAIL_MODES))}, got {detail!r}"
         )
     if detail == "authorized":
         if authorize is None:
@@ -174,14 +175,8 @@ def health_router(
     def source(request: Request) -> _BreakerSource:
         if registry is not None:
             return registry
-        found: _BreakerSource | None = getattr(request.app.state, "breaker_registry", None)
-        if found is None:
-            raise RuntimeError(
-                "health_router() without registry= reads app.state.breaker_registry, which is"
-                " not set: call fastapi_breaker.fastapi.setup_breakers(app) first, or pass"
-                " health_router(registry=...)"
-            )
-        return found
+        # The same lookup as `Depends(get_breaker(...))`, so both always see one registry.
+        return get_registry(request)
 
     def health_response(request: Request, show: bool) -> Response:
         status, details = _health(source(request).breakers(), critical_set, show)

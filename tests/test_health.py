@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header, HTTPException
 
-from fastapi_breaker import CircuitBreaker, CircuitOpenError
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
 from fastapi_breaker.health import (
     BreakerHealth,
     BreakerStatsModel,
@@ -528,10 +528,10 @@ async def test_live_and_ready_never_run_authorize() -> None:
 
 
 async def test_registry_defaults_to_the_apps() -> None:
-    auth = CircuitBreaker(name="auth", clock=FakeClock())
-    auth.open()
+    registry = BreakerRegistry(breakers={"auth": {}}, clock=FakeClock())
+    registry.get("auth").open()
     app = make_app(critical=["auth"])
-    app.state.breaker_registry = StandInRegistry(auth)
+    app.state.breaker_registry = registry
 
     response = await send(app, "/health/ready")
 
@@ -542,7 +542,7 @@ async def test_registry_defaults_to_the_apps() -> None:
 async def test_missing_app_registry_is_a_clear_error() -> None:
     app = make_app()
 
-    with pytest.raises(RuntimeError, match=r"app\.state\.breaker_registry.*setup_breakers"):
+    with pytest.raises(RuntimeError, match=r"setup_breakers.*app\.state\.breaker_registry"):
         await send(app, "/health")
 
 
