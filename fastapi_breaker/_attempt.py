@@ -24,7 +24,7 @@ import asyncio
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._deadlines import Deadline, DeadlineQueue
+from ._deadlines import Deadline, DeadlineQueue, current_task_of
 from ._errors import CallTimeoutError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class _TimeLimit:
         if attempt._ticket is None or (not attempt.trial and breaker.options.timeout is None):
             return
         loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task(loop)
+        self._task = current_task_of(loop)
         if self._task is None:
             return
         self._queue = breaker._queues_for(loop)[1 if attempt.trial else 0]

@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from ._attempt import Attempt
 from ._clock import Clock, monotonic
-from ._deadlines import Deadline, DeadlineQueue
+from ._deadlines import Deadline, DeadlineQueue, current_task_of
 from ._errors import (
     BreakerShutdownError,
     CallTimeoutError,
@@ -258,7 +258,7 @@ class CircuitBreaker:
             elif queue is None or queue.loop is not loop:
                 queue = self._queues_for(loop)[0]
             start = clock()
-            deadline = queue.start(_current_task(loop))  # type: ignore[arg-type]
+            deadline = queue.start(current_task_of(loop))  # type: ignore[arg-type]
             try:
                 result = fn(*args, **kwargs)
                 if type(result) is CoroutineType or _isawaitable(result):
@@ -334,6 +334,10 @@ class CircuitBreaker:
         Raises what `call()` would refuse with: `CircuitOpenError`, `CapacityExceededError`,
         `BreakerShutdownError`. No fallback runs: the integration decides what to answer.
         """
+        if self._fast:
+            # Closed, no capacity, nobody listening: what `_enter()` would decide, without
+            # its lock, its state check and its event bookkeeping.
+            return Attempt(self, _Ticket(self._generation, None, False), self._clock())
         entered: Any = self._enter((), {})
         if type(entered) is _Ticket:
             return Attempt(self, entered, self._clock())
@@ -438,6 +442,11 @@ class CircuitBreaker:
         kwargs: dict[str, Any],
     ) -> None:
         """The guarded-path bookkeeping of a success; the latency is already recorded."""
+        if ticket.trial is None and not ticket.holds_slot:
+            # No slot to give back and no trial to judge: nothing to do under the lock.
+            if "success" in self._emitter.listening:
+                self._emit(Event("success", self, args, kwargs, result=result, latency=latency))
+            return
         events: list[EventName] = []
         with self._lock:
             self._release(ticket)

@@ -10,6 +10,7 @@ from typing import Any
 __all__ = ["PERCENTILES", "Stats", "percentile"]
 
 PERCENTILES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 1.0)
+_KEYS: dict[float, str] = {p: str(p) for p in PERCENTILES}  # to_dict()'s keys, made once
 
 
 def percentile(ordered: Sequence[float], p: float) -> float:
@@ -73,7 +74,7 @@ class Stats:
             semaphore_rejections=semaphore_rejections,
             error_percentage=100.0 * failures / counted if counted else 0.0,
             latency_mean=math.fsum(latencies) / len(latencies) if latencies else 0.0,
-            percentiles={p: percentile(latencies, p) for p in PERCENTILES},
+            percentiles=_percentiles(latencies),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,5 +90,16 @@ class Stats:
             "semaphore_rejections": self.semaphore_rejections,
             "error_percentage": self.error_percentage,
             "latency_mean": self.latency_mean,
-            "percentiles": {str(p): v for p, v in self.percentiles.items()},
+            "percentiles": {
+                _KEYS[p] if p in _KEYS else str(p): v for p, v in self.percentiles.items()
+            },
         }
+
+
+def _percentiles(ordered: list[float]) -> dict[float, float]:
+    """`percentile()` at every point of PERCENTILES, in one go (same rule, fewer calls)."""
+    n = len(ordered)
+    if not n:
+        return dict.fromkeys(PERCENTILES, 0.0)
+    ceil = math.ceil
+    return {p: ordered[ceil(p * n) - 1] if p else ordered[0] for p in PERCENTILES}

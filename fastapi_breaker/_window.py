@@ -120,22 +120,33 @@ class RollingWindow:
         return successes, failures
 
     def stats(self, now: float) -> Stats:
+        # One pass over the live buckets: /health reads this for every breaker.
+        successes = failures = rejects = timeouts = fallbacks = semaphore = cancelled = 0
+        latencies: list[float] = []
         with self._lock:
-            buckets = self.live(now)
-            latencies: list[float] = []
-            for bucket in buckets:
-                latencies.extend(bucket.succeeded)
-                latencies.extend(bucket.failed)
-            return Stats.compute(
-                successes=sum(len(b.succeeded) for b in buckets),
-                failures=sum(len(b.failed) for b in buckets),
-                rejects=sum(len(b.rejected) for b in buckets),
-                timeouts=sum(b.timeouts for b in buckets),
-                fallbacks=sum(b.fallbacks for b in buckets),
-                semaphore_rejections=sum(b.semaphore_rejections for b in buckets),
-                cancelled=sum(b.cancelled for b in buckets),
-                latencies=latencies,
-            )
+            oldest = self._epoch(now) - self.size + 1
+            for bucket in self._buckets:
+                if bucket.epoch < oldest:
+                    continue
+                successes += len(bucket.succeeded)
+                failures += len(bucket.failed)
+                rejects += len(bucket.rejected)
+                timeouts += bucket.timeouts
+                fallbacks += bucket.fallbacks
+                semaphore += bucket.semaphore_rejections
+                cancelled += bucket.cancelled
+                latencies += bucket.succeeded
+                latencies += bucket.failed
+        return Stats.compute(
+            successes=successes,
+            failures=failures,
+            rejects=rejects,
+            timeouts=timeouts,
+            fallbacks=fallbacks,
+            semaphore_rejections=semaphore,
+            cancelled=cancelled,
+            latencies=latencies,
+        )
 
     def to_list(self, now: float) -> list[dict[str, Any]]:
         """The live buckets, newest first, each with its age in buckets (0 is the current one)."""

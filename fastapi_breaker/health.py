@@ -32,6 +32,7 @@ try:
     from fastapi.responses import JSONResponse
     from fastapi.routing import APIRoute
     from pydantic import BaseModel, Field
+    from pydantic_core import to_json
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "fastapi_breaker.health needs FastAPI: pip install 'fastapi_breaker[fastapi]'"
@@ -183,7 +184,13 @@ def health_router(
         body: dict[str, Any] = {"status": status}
         if show:
             body["details"] = details
-        return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+        # pydantic-core's encoder, not json.dumps: with 1,000 breakers the report is ~0.5 MB,
+        # mostly floats, and json.dumps spends most of the request formatting them.
+        return Response(
+            to_json(body, inf_nan_mode="null"),  # never the non-JSON `Infinity`
+            status_code=503 if status == "unhealthy" else 200,
+            media_type="application/json",
+        )
 
     health: Callable[..., Any]
     if authorize is not None:
