@@ -112,7 +112,7 @@ class _TimeLimit:
         self._task = current_task_of(loop)
         if self._task is None:
             return
-        self._queue = breaker._queues_for(loop)[1 if attempt.trial else 0]
+        self._queue = breaker._queue_for(loop, trial=attempt.trial)
         self._deadline = self._queue.start(self._task)
 
     async def __aexit__(

@@ -187,9 +187,9 @@ class CircuitBreaker:
         self._trial_successes = 0
         self._trial_failures = 0
         self._fallback: Fallback | CircuitBreaker | None = None
-        self._queues: dict[asyncio.AbstractEventLoop, tuple[DeadlineQueue, DeadlineQueue]] = {}
+        self._queues: dict[tuple[asyncio.AbstractEventLoop, bool], DeadlineQueue] = {}
         self._queue: DeadlineQueue | None = None  # the timeout queue of the loop used last
-        self._health_tasks: set[asyncio.Task[None]] = set()
+        self._health_tasks: set[asyncio.Task[None]] | None = None  # made by health_check()
         self._fast = self._rejecting = False
         self._refresh_fast()
 
@@ -254,9 +254,9 @@ class CircuitBreaker:
             loop = _get_running_loop()
             queue = self._queue
             if ticket is not None and ticket.trial is not None:
-                queue = self._queues_for(loop)[1]
+                queue = self._queue_for(loop, trial=True)
             elif queue is None or queue.loop is not loop:
-                queue = self._queues_for(loop)[0]
+                queue = self._queue_for(loop)
             start = clock()
             deadline = queue.start(current_task_of(loop))  # type: ignore[arg-type]
             try:
@@ -797,12 +797,11 @@ class CircuitBreaker:
         self._shut = True
         self._enabled = False
         self._refresh_fast()
-        for task in self._health_tasks:
+        for task in self._health_tasks or ():
             task.cancel()
-        self._health_tasks.clear()
-        for timeouts, trials in self._queues.values():
-            timeouts.close_when_idle()
-            trials.close_when_idle()
+        self._health_tasks = None
+        for queue in self._queues.values():
+            queue.close_when_idle()
         self._queues.clear()
         self._queue = None
         self._emitter.cancel_pending()
@@ -824,6 +823,8 @@ class CircuitBreaker:
         except RuntimeError:
             raise RuntimeError("health_check needs a running event loop") from None
         task = loop.create_task(self._health_loop(fn, float(interval)))
+        if self._health_tasks is None:
+            self._health_tasks = set()
         self._health_tasks.add(task)
         task.add_done_callback(self._health_tasks.discard)
         return task
@@ -942,20 +943,22 @@ class CircuitBreaker:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _queues_for(self, loop: asyncio.AbstractEventLoop) -> tuple[DeadlineQueue, DeadlineQueue]:
-        """The deadline queues (call timeout, trial timeout) for `loop`, made on first use."""
-        queues = self._queues.get(loop)
-        if queues is None:
+    def _queue_for(self, loop: asyncio.AbstractEventLoop, trial: bool = False) -> DeadlineQueue:
+        """The deadline queue of `loop` for calls (or half-open trials), made on first use.
+
+        The trial queue is made only when a trial runs: most breakers never need one.
+        """
+        queue = self._queues.get((loop, trial))
+        if queue is None:
             # Forget loops that have closed (tests and `asyncio.run` make one per run).
-            for old in [old for old in self._queues if old.is_closed()]:
-                del self._queues[old]
-            queues = (
-                DeadlineQueue(loop, self._timeout or self.options.trial_timeout),
-                DeadlineQueue(loop, self.options.trial_timeout),
-            )
-            self._queues[loop] = queues
-        self._queue = queues[0]
-        return queues
+            for key in [key for key in self._queues if key[0].is_closed()]:
+                del self._queues[key]
+            limit = self.options.trial_timeout
+            queue = DeadlineQueue(loop, limit if trial else (self._timeout or limit))
+            self._queues[(loop, trial)] = queue
+        if not trial:
+            self._queue = queue
+        return queue
 
     def _emit(self, event: Event) -> None:
         self._emitter.emit(event)

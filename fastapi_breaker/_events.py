@@ -40,6 +40,7 @@ EventName = Literal[
     "health_check_failed",
 ]
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
+_NOTHING: frozenset[str] = frozenset()  # shared by every breaker with no handlers
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,8 +78,9 @@ class Emitter:
     def __init__(self) -> None:
         self._handlers: dict[str, tuple[EventHandler, ...]] = {}
         # The names with at least one handler: what the hot path checks.
-        self.listening: frozenset[str] = frozenset()
-        self._tasks: set[asyncio.Future[None] | concurrent.futures.Future[None]] = set()
+        self.listening: frozenset[str] = _NOTHING
+        # Made on the first async handler: most breakers never have one.
+        self._tasks: set[asyncio.Future[None] | concurrent.futures.Future[None]] | None = None
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
@@ -95,7 +97,7 @@ class Emitter:
                 self._home_loop = asyncio.get_running_loop()
         with self._lock:
             self._handlers[name] = (*self._handlers.get(name, ()), handler)
-            self.listening = frozenset(self._handlers)
+            self.listening = frozenset(self._handlers) if self._handlers else _NOTHING
 
     def unsubscribe(self, name: str, handler: EventHandler) -> None:
         with self._lock:
@@ -105,7 +107,7 @@ class Emitter:
                 self._handlers[name] = remaining
             else:
                 self._handlers.pop(name, None)
-            self.listening = frozenset(self._handlers)
+            self.listening = frozenset(self._handlers) if self._handlers else _NOTHING
 
     def emit(self, event: Event) -> None:
         for handler in self._handlers.get(event.name, ()):
@@ -144,9 +146,11 @@ class Emitter:
             asyncio.run(run())
             return
         # Keep a reference, or the task may be collected before it runs.
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(pending)
         pending.add_done_callback(self._tasks.discard)
 
     def cancel_pending(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
