@@ -56,7 +56,6 @@ def create_user_app(
 
     app = FastAPI(title="User Service", lifespan=lifespan)
     setup_breakers(app, registry)
-    app.include_router(health_router())
 
     @app.get("/login")
     async def login(
@@ -66,6 +65,7 @@ def create_user_app(
     ) -> dict[str, str]:
         """Log a user in by verifying the token with the Auth Service."""
         client: httpx.AsyncClient = request.app.state.auth_client
+        breaker.check()  # while open, refuse here, before httpx builds the request
         try:
             response = await client.get("/verify", params={"token": token})
         except CircuitOpenError:
@@ -78,4 +78,7 @@ def create_user_app(
             raise HTTPException(status_code=502, detail="Auth Service failed")
         return {"user": response.json()["user"], "circuit": breaker.state.value}
 
+    # Included after /login: FastAPI tries routes in order, and a request matched past an
+    # included router pays for walking it.
+    app.include_router(health_router())
     return app

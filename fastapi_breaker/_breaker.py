@@ -224,9 +224,12 @@ class CircuitBreaker:
             if now >= window.current_end:
                 self._rotated(now)
             window.current.rejected.append(1)
-            rejection = _new_exception(CircuitOpenError, self.name, self._opened_until - now)
             if self._fallback is None:
-                raise rejection
+                # Raised straight from the expression: an error held in a local makes a cycle
+                # (error -> traceback -> this frame -> error) that only the cyclic GC frees, and
+                # a flood of rejections then buys long GC pauses.
+                raise _new_exception(CircuitOpenError, self.name, self._opened_until - now)
+            rejection = _new_exception(CircuitOpenError, self.name, self._opened_until - now)
             return await self._run_fallback(rejection, args, kwargs)
         else:
             entered: Any = self._enter(args, kwargs)
@@ -235,7 +238,10 @@ class CircuitBreaker:
                     result = fn(*args, **kwargs)
                     return (await result) if _isawaitable(result) else result
                 if self._fallback is None:
-                    raise entered
+                    try:
+                        raise entered
+                    finally:
+                        del entered  # no cycle: see the rejection above
                 return await self._run_fallback(entered, args, kwargs)
             ticket = entered
             generation = ticket.generation
@@ -290,7 +296,10 @@ class CircuitBreaker:
         if entered is _PASS:
             return fn(*args, **kwargs)
         if not isinstance(entered, _Ticket):
-            return cast(R, self._fallback_sync(cast(BaseException, entered), args, kwargs))
+            try:
+                return cast(R, self._fallback_sync(cast(BaseException, entered), args, kwargs))
+            finally:
+                del entered  # no cycle error -> traceback -> frame -> error
         ticket = entered
         limit = self.options.trial_timeout if ticket.trial is not None else self._timeout
         clock = self._clock
@@ -299,8 +308,15 @@ class CircuitBreaker:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             late = limit is not None and clock() - start > limit
-            error = self._settle_error(exc, late, start, ticket.generation, ticket, args, kwargs)
-            return cast(R, self._fallback_sync(error, args, kwargs))
+            # No local for the error: it would make a cycle through this frame's traceback.
+            return cast(
+                R,
+                self._fallback_sync(
+                    self._settle_error(exc, late, start, ticket.generation, ticket, args, kwargs),
+                    args,
+                    kwargs,
+                ),
+            )
         if _isawaitable(result):
             _discard(result)
             # A misuse, not a downstream failure: settle it as a call that never happened.
@@ -311,16 +327,20 @@ class CircuitBreaker:
             raise TypeError(f"call_sync got an awaitable from {fn!r}; use `await breaker.call()`")
         now = clock()
         if limit is not None and now - start > limit:
-            error = self._settle_error(
-                CallTimeoutError(self.name, limit),
-                True,
-                start,
-                ticket.generation,
-                ticket,
-                args,
-                kwargs,
-            )
-            return cast(R, self._fallback_sync(error, args, kwargs))
+            late_error = CallTimeoutError(self.name, limit)
+            try:
+                return cast(
+                    R,
+                    self._fallback_sync(
+                        self._settle_error(
+                            late_error, True, start, ticket.generation, ticket, args, kwargs
+                        ),
+                        args,
+                        kwargs,
+                    ),
+                )
+            finally:
+                del late_error  # no cycle error -> traceback -> frame -> error
         window = self._window
         if now >= window.current_end:
             self._rotated(now)
@@ -343,7 +363,42 @@ class CircuitBreaker:
             return Attempt(self, entered, self._clock())
         if entered is _PASS:
             return Attempt(self, None, 0.0)
-        raise entered
+        try:
+            raise entered
+        finally:
+            del entered  # no cycle error -> traceback -> frame -> error
+
+    def check(self) -> None:
+        """Raise the refusal a call would meet now, admitting nothing; else return.
+
+        For code that can fail sooner than the call: a route that would build an upstream
+        request only to have it refused. A refusal counts and emits as a rejection; in
+        half-open a free trial permit is left for the call that follows.
+        """
+        if self._shut:
+            raise BreakerShutdownError(self.name)
+        if self._fast or not self._enabled:
+            return
+        now = self._clock()
+        events: list[EventName] = []
+        refusal: CircuitOpenError | None = None
+        with self._lock:
+            state = self._observe(now, events)
+            if state is State.OPEN or (
+                state is State.HALF_OPEN
+                and self._trials_admitted >= self.options.half_open_max_calls
+            ):
+                refusal = CircuitOpenError(self.name, self._retry_after(now))
+                self._bucket(now).rejected.append(1)
+        self._emit_names(events)
+        if refusal is None:
+            return
+        if "reject" in self._emitter.listening:
+            self._emit(Event("reject", self, error=refusal))
+        try:
+            raise refusal
+        finally:
+            del refusal  # no cycle error -> traceback -> frame -> error
 
     def _record_success(self, result: Any, start: float, ticket: _Ticket) -> None:
         now = self._clock()
@@ -480,7 +535,10 @@ class CircuitBreaker:
             timed_out = task is None or task.uncancel() == 0
         error = self._settle_error(exc, timed_out, start, generation, ticket, args, kwargs)
         if self._fallback is None:
-            raise error
+            try:
+                raise error
+            finally:
+                del error, exc  # no cycle error -> traceback -> frame -> error
         return await self._run_fallback(error, args, kwargs)
 
     def _settle_error(
@@ -497,7 +555,10 @@ class CircuitBreaker:
         the ones that must not reach it: a cancellation, or an error `error_filter` excuses."""
         kind, error = self._record_error(exc, timed_out, start, generation, ticket, args, kwargs)
         if kind in (_CANCELLED, _FILTERED):
-            raise error
+            try:
+                raise error
+            finally:
+                del error, exc  # no cycle error -> traceback -> frame -> error
         return error
 
     def _record_error(
@@ -615,7 +676,10 @@ class CircuitBreaker:
     ) -> Any:
         fallback = self._fallback
         if fallback is None:
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # no cycle error -> traceback -> frame -> error
         if isinstance(fallback, CircuitBreaker):
             if fallback._action is None:
                 raise TypeError(f"fallback breaker {fallback.name!r} has no action")

@@ -253,3 +253,30 @@ def test_a_trial_reported_successful_after_its_limit_has_failed() -> None:
     trial.succeeded()
     assert breaker.state is State.OPEN
     assert breaker.stats.successes == 1  # the late success still counts in the stats
+
+
+def test_check_passes_while_closed_and_refuses_while_open_without_admitting() -> None:
+    clock = FakeClock()
+    breaker = make(clock)
+    breaker.check()
+    assert breaker.stats.fires == 0
+    breaker.open()
+    with pytest.raises(CircuitOpenError) as refused:
+        breaker.check()
+    assert refused.value.retry_after == 10.0
+    assert breaker.stats.rejects == 1
+    clock.advance(10.0)
+    breaker.check()  # half-open with its permit free: nothing taken
+    trial = breaker.begin()
+    assert trial.trial
+    with pytest.raises(CircuitOpenError):
+        breaker.check()  # the only permit is in use
+    trial.succeeded()
+    assert breaker.state is State.CLOSED
+
+
+def test_check_on_a_shut_down_breaker_raises() -> None:
+    breaker = make(FakeClock())
+    breaker.shutdown()
+    with pytest.raises(BreakerShutdownError):
+        breaker.check()
