@@ -406,7 +406,7 @@ async def measure_health_inprocess(count: int, requests: int) -> dict[str, Any]:
         for breaker in breakers.values():
             _ = breaker.retry_after
 
-    body = {"status": "degraded", "details": _health(breakers, critical, True)[1]}
+    body = {"status": "degraded", "details": json.loads(_health(breakers, critical, True)[1])}
     parts: dict[str, Callable[[], object]] = {
         "registry.breakers() (copy)": registry.breakers,
         "state of each": states,

@@ -181,13 +181,13 @@ def health_router(
 
     def health_response(request: Request, show: bool) -> Response:
         status, details = _health(source(request).breakers(), critical_set, show)
-        body: dict[str, Any] = {"status": status}
-        if show:
-            body["details"] = details
         # pydantic-core's encoder, not json.dumps: with 1,000 breakers the report is ~0.5 MB,
         # mostly floats, and json.dumps spends most of the request formatting them.
+        body = b'{"status":"' + status.encode() + b'"'
+        if show:
+            body += b',"details":' + details
         return Response(
-            to_json(body, inf_nan_mode="null"),  # never the non-JSON `Infinity`
+            body + b"}",
             status_code=503 if status == "unhealthy" else 200,
             media_type="application/json",
         )
@@ -260,10 +260,15 @@ def health_router(
 
 def _health(
     breakers: Mapping[str, CircuitBreaker], critical: frozenset[str], show: bool
-) -> tuple[str, dict[str, Any]]:
-    # Hot with thousands of breakers: plain dicts, straight to JSON, no model validation.
+) -> tuple[str, bytes]:
+    """The overall status, and the JSON of `details` (b"" when hidden).
+
+    Each breaker's entry is encoded as soon as it is built, so that only bytes outlive it. Held
+    as dicts until the end, a thousand entries would survive into the collector's oldest
+    generation and trigger the full collections that made /health's p99 three times its p50.
+    """
     status = "healthy"
-    details: dict[str, Any] = {}
+    entries: list[bytes] = []
     closed = State.CLOSED
     for name, breaker in breakers.items():
         state = breaker.state
@@ -273,14 +278,15 @@ def _health(
             elif status == "healthy":
                 status = "degraded"
         if show:
-            details[name] = {
+            entry = {
                 "state": state.value,
                 "stats": breaker.stats.to_dict(),
                 "retry_after": None if state is closed else breaker.retry_after,
             }
+            entries.append(to_json(name) + b":" + to_json(entry, inf_nan_mode="null"))
         elif status == "unhealthy":
             break  # nothing left to learn
-    return status, details
+    return status, b"{" + b",".join(entries) + b"}" if show else b""
 
 
 def _names(field: str, value: Iterable[str]) -> tuple[str, ...]:
