@@ -48,6 +48,7 @@ bench-engine: $(VENV)/.installed-bench
 
 bench-http: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.instructions
 
 # SOAK_SECONDS=600 for the full 10-minute soak; the default is a short one.
 SOAK_SECONDS ?= 120

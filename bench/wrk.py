@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WrkResult", "find_wrk", "run_wrk"]
+__all__ = ["WrkResult", "find_or_install", "find_wrk", "run_wrk"]
 
 _INSTALL_TIMEOUT = 600.0  # seconds, for each apt-get step
 
@@ -120,23 +120,28 @@ class WrkResult:
 
 def find_wrk() -> str:
     """The path of wrk: from PATH; else installed with apt-get when we are root; else exit."""
-    found = shutil.which("wrk")
+    return find_or_install("wrk", "wrk", needed_by="bench.http", hint="brew install wrk")
+
+
+def find_or_install(program: str, package: str, *, needed_by: str, hint: str = "") -> str:
+    """The path of `program`: from PATH; else Debian's `package` when we are root; else exit."""
+    found = shutil.which(program)
     if found:
         return found
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "wrk"]
+        install = ["apt-get", "install", "-y", "--no-install-recommends", package]
         if subprocess.run(install, env=env, timeout=_INSTALL_TIMEOUT, check=False).returncode:
             # The package lists may be missing or stale on a fresh machine: update, retry once.
             subprocess.run(["apt-get", "update"], env=env, timeout=_INSTALL_TIMEOUT, check=False)
             subprocess.run(install, env=env, timeout=_INSTALL_TIMEOUT, check=False)
-        found = shutil.which("wrk")
+        found = shutil.which(program)
         if found:
             return found
+    elsewhere = f"; {hint}" if hint else ""
     raise SystemExit(
-        "bench.http needs the load generator wrk on PATH (Debian/Ubuntu: apt-get install wrk; "
-        "macOS: brew install wrk). It is installed automatically only when running as root "
-        "with apt-get available."
+        f"{needed_by} needs {program} on PATH (Debian/Ubuntu: apt-get install {package}"
+        f"{elsewhere}). It is installed automatically only when running as root with apt-get."
     )
 
 
