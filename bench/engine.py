@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import statistics
@@ -28,12 +27,10 @@ import sys
 import time
 from collections.abc import Sequence
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from bench.peers import CLOSED, REJECT, TIMEOUT, Contender, build_contenders
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.report import save
 
 SECTIONS = {
     CLOSED: "(a) closed, success: overhead over a bare `await noop()`, ns per call",
@@ -259,9 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "missing": missing,
     }
     print(render(report))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"engine-{now:%Y-%m-%d}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save("engine", report, now)
     print(f"\nwrote {path} ({report['seconds']} s)")
     return 0
 

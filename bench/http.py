@@ -47,7 +47,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import os
 import signal
 import statistics
@@ -56,7 +55,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -64,9 +62,9 @@ import psutil
 from bench.engine import machine
 from bench.hanging import HangingUpstream
 from bench.processes import UvicornProcess, get
+from bench.report import save
 from bench.wrk import WrkResult, find_wrk, run_wrk
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LOGIN = "/login?token=valid-alice"
 VARIANTS = ("breaker", "plain")
 APPS = {"breaker": "bench.apps:make_breaker_app", "plain": "bench.apps:make_plain_app"}
@@ -671,9 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["fast_failure"] = fast_failure(args, load, rate or _DEFAULT_RATE)
     report["seconds"] = round(time.monotonic() - started, 1)
     print(render(report))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"http-{now:%Y-%m-%d}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save("http", report, now)
     print(f"\nwrote {path} ({report['seconds']} s)")
     # A goal missed is a finding, not a crash: only a broken check (an exception) fails.
     return 0

@@ -26,7 +26,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import gc
-import json
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from starlette.types import ASGIApp, Message
 
 from bench.apps import create_plain_app
 from bench.engine import machine
-from bench.http import RESULTS
+from bench.report import save
 from example_app.user_service import AuthSettings, create_user_app
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
 from fastapi_breaker.health import health_router
@@ -279,9 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": summarize(variants, samples),
     }
     print(render(report))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"http-layers-{now:%Y-%m-%d}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save("http-layers", report, now)
     print(f"\nwrote {path} ({report['seconds']} s)")
     return 0
 

@@ -18,7 +18,7 @@ It says nothing of latency tails: bench/http.py measures those.
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import os
 import subprocess
 import sys
@@ -30,6 +30,7 @@ import httpx
 
 from bench.engine import machine
 from bench.processes import UvicornProcess, free_port
+from bench.report import save
 from bench.wrk import find_or_install
 
 __all__ = ["count_instructions", "main"]
@@ -132,9 +133,8 @@ def main() -> None:
     print(f"  ratio breaker / plain: {ratio:.4f} (+{breaker - plain:,.0f} per request)")
     verdict = "MET" if 1 / ratio >= 0.97 else "NOT MET"
     print(f"  {verdict:<7} implied throughput ratio {1 / ratio:.4f} (goal >= 0.97)")
-    out = Path("bench/results") / f"instructions-{time.strftime('%Y-%m-%d')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"requests": args.requests, "counts": results, "ratio": ratio}))
+    report = {"requests": args.requests, "counts": results, "ratio": ratio}
+    out = save("instructions", report, datetime.date.today())
     print(f"wrote {out}")
 
 

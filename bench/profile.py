@@ -51,12 +51,12 @@ import httpx
 
 import fastapi_breaker
 from bench.engine import machine
+from bench.report import RESULTS
 from bench.scale import interleaved, noop
 from fastapi_breaker import CircuitBreaker, CircuitOpenError, State
 from fastapi_breaker.httpx import AsyncBreakerTransport
 from fastapi_breaker.middleware import CircuitBreakerMiddleware
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 OPEN_FOR = 3600.0  # the open breakers stay open for the whole run
 SPY_SECONDS = 3.0

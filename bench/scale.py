@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine import machine
+from bench.report import save
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, State
 from fastapi_breaker._window import Bucket, RollingWindow
 from fastapi_breaker.testing import FakeClock
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
 # The /health app's breakers keep their stats and their open state for the whole run.
@@ -725,9 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["verdicts"] = verdicts(report)
     report["seconds"] = round(time.monotonic() - started, 1)
     print(render(report))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"scale-{now:%Y-%m-%d}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save("scale", report, now)
     print(f"\nwrote {path} ({report['seconds']} s)")
     return 0
 

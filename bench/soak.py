@@ -60,6 +60,7 @@ import psutil
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from bench.report import save
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
 from fastapi_breaker.fastapi import get_breaker, setup_breakers
 from fastapi_breaker.health import health_router
@@ -67,7 +68,6 @@ from fastapi_breaker.httpx import AsyncBreakerTransport
 from fastapi_breaker.middleware import retry_after_header
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 
 TRANSPORT_BREAKER = "AuthService"  # GET /login: httpx transport, 503 when refused
@@ -907,9 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
     report = summarize({"date": now.strftime("%Y-%m-%d %H:%M UTC"), "machine": info, **report})
     print(render(report))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"soak-{now:%Y-%m-%d}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save("soak", report, now)
     met = all(verdict["met"] for verdict in report["verdicts"])
     print(f"\n{'PASS' if met else 'FAIL'}; wrote {path}")
     return 0 if met else 1
