@@ -9,7 +9,7 @@ Settings come from environment variables (a factory takes no arguments):
 - `BENCH_UPSTREAM_URL`: the Auth Service's base URL (127.0.0.1 only);
 - `BENCH_TIMEOUT`, `BENCH_RESET_TIMEOUT`: the breaker's times in seconds (breaker app;
   defaults: the example's `AuthSettings`);
-- `BENCH_HTTPX_TIMEOUT`: httpx's timeout in seconds (plain app; default 5.0, httpx's own);
+- `BENCH_HTTPX_TIMEOUT`: httpx's timeout in seconds (both apps; default 5.0, httpx's own);
 - `BENCH_GC_STATS=1`: time every garbage collection, served at `/_bench/gc?reset=true`.
 
 Both User Services also serve `/_bench/...` routes for the harness, added after `/login` so
@@ -33,7 +33,7 @@ import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from starlette.types import Receive, Scope, Send
 
-from example_app.user_service import AuthSettings, create_user_app
+from example_app.user_service import AUTH_SERVICE_LIMITS, AuthSettings, create_user_app
 from fastapi_breaker import CircuitBreaker, CircuitOpenError, Event, EventName
 from fastapi_breaker.fastapi import get_registry
 from fastapi_breaker.middleware import problem_response
@@ -103,7 +103,9 @@ def make_breaker_app() -> FastAPI:
         timeout=_seconds("BENCH_TIMEOUT", defaults.timeout),
         reset_timeout=_seconds("BENCH_RESET_TIMEOUT", defaults.reset_timeout),
     )
-    app = create_user_app(_upstream_url(), settings)
+    app = create_user_app(
+        _upstream_url(), settings, http_timeout=_seconds("BENCH_HTTPX_TIMEOUT", 5.0)
+    )
     counts: collections.Counter[str] = collections.Counter()
     counted: list[CircuitBreaker] = []  # the breaker the listeners are on, if any
 
@@ -157,9 +159,9 @@ def make_plain_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # httpx's default transport, passed explicitly so that, as in the breaker app (whose
-        # AsyncBreakerTransport wraps this same class), no proxy from the environment applies.
-        transport = httpx.AsyncHTTPTransport()
+        # The transport the breaker app's AsyncBreakerTransport wraps, with the same pool;
+        # passed explicitly, as there, so that no proxy from the environment applies.
+        transport = httpx.AsyncHTTPTransport(limits=AUTH_SERVICE_LIMITS)
         async with httpx.AsyncClient(
             base_url=auth_url, transport=transport, timeout=timeout
         ) as client:

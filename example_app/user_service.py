@@ -20,7 +20,15 @@ from fastapi_breaker.fastapi import CIRCUIT_OPEN_RESPONSE, get_breaker, setup_br
 from fastapi_breaker.health import health_router
 from fastapi_breaker.httpx import AsyncBreakerTransport
 
-__all__ = ["AuthSettings", "create_user_app"]
+__all__ = ["AUTH_SERVICE_LIMITS", "AuthSettings", "create_user_app"]
+
+# The connection pool to the Auth Service: at most 10 connections, and all of them kept alive.
+# httpcore (1.0.9) closes an idle connection whenever the pool holds more connections in all
+# than `max_keepalive_connections` (encode/httpcore#1000), and its pool scans every connection
+# for every request it queues or releases. With httpx's defaults (100 and 20) a burst grows
+# the pool past 20, and it then closes and reopens connections without end: under 32
+# concurrent requests that doubled the CPU each /login costs (bench/http.py, docs/benchmarks).
+AUTH_SERVICE_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +48,17 @@ class AuthSettings:
 
 
 def create_user_app(
-    auth_url: str, settings: AuthSettings | None = None, *, clock: Clock | None = None
+    auth_url: str,
+    settings: AuthSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    http_timeout: float = 5.0,
 ) -> FastAPI:
+    """The User Service, calling the Auth Service at `auth_url`.
+
+    `http_timeout`: httpx's own limit on each phase of a request (connect, write, read, and the
+    wait for a pooled connection); the breaker's `settings.timeout` bounds the whole call.
+    """
     settings = settings or AuthSettings()
     registry = BreakerRegistry(
         breakers={"AuthService": dataclasses.asdict(settings)}, strict=True, clock=clock
@@ -49,8 +66,14 @@ def create_user_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        transport = AsyncBreakerTransport(registry=registry, name="AuthService")
-        async with httpx.AsyncClient(base_url=auth_url, transport=transport) as client:
+        transport = AsyncBreakerTransport(
+            httpx.AsyncHTTPTransport(limits=AUTH_SERVICE_LIMITS),
+            registry=registry,
+            name="AuthService",
+        )
+        async with httpx.AsyncClient(
+            base_url=auth_url, transport=transport, timeout=http_timeout
+        ) as client:
             app.state.auth_client = client
             yield
 
