@@ -1,6 +1,7 @@
 """HTTP-level benchmark: the breaker's overhead, and how fast it fails (issue 4, items 1 and 2).
 
-    python -m bench.http [--seconds S] [--rounds N] [--connections C] [--quick] [--pin]
+    python -m bench.http [--seconds S] [--rounds N] [--generations G] [--connections C]
+                         [--quick] [--pin]
 
 Everything runs on 127.0.0.1; the harness starts every server and stops it in `finally`.
 Servers are uvicorn subprocesses, one worker each (asyncio loop, h11, no access log). Load:
@@ -9,17 +10,23 @@ sustains at that concurrency, and the latency at that concurrency. wrk must be o
 it is missing and we run as root, the harness installs it with apt-get, else it exits saying so.
 
 1. Overhead. The example User Service's GET /login in two variants, each its own uvicorn
-   process, both up for the whole run: "breaker" (create_user_app as shipped: breaker,
+   process, both up at once: "breaker" (create_user_app as shipped: breaker,
    AsyncBreakerTransport, the 503 middleware, setup_breakers, /health) and "plain" (the same
-   route with a plain httpx client on httpx's default transport; no middleware, no
-   setup_breakers). Two processes rather than one serving both routes: the middleware wraps a
-   whole app, so one process could not serve the plain route without it, and each process is
-   the app exactly as deployed; only one of them is under load at any moment. They share one
-   minimal upstream (bench.apps:make_upstream_app, its own process). Rounds of S seconds
-   alternate between the variants, the order swapped every round (B P, P B, ...), so drifts of
-   the machine fall on both alike. Ratios are taken per round (paired) and reported as medians
-   over the rounds. Beside wrk's figures: the server's CPU time per request (psutil), and
-   `busy`, the CPU share it got (well under 1.0: something else on the machine competed).
+   route with a plain httpx client on httpx's transport, with the example's pool limits,
+   AUTH_SERVICE_LIMITS; no middleware, no setup_breakers). Two processes rather than one
+   serving both routes: the middleware wraps a whole app, so one process could not serve the
+   plain route without it, and each process is the app exactly as deployed; only one of them
+   is under load at any moment. They share one minimal upstream (bench.apps:make_upstream_app,
+   its own process). Rounds of S seconds alternate between the variants, the order swapped
+   every round (B P, P B, ...), so drifts of the machine fall on both alike. A process may
+   also keep its own speed for its whole life (its memory layout, its string hashes), so G
+   generations of server pairs run one after the other, N rounds each. Ratios are taken per
+   round (paired); the figure is their median over all rounds, with a 95% confidence interval
+   for that median from a bootstrap that resamples generations, then rounds within each. A
+   goal is settled when its bar lies outside the interval. Beside wrk's figures: the server's
+   CPU time per request (psutil), and `busy`, the CPU share it got (well under 1.0: something
+   else on the machine competed). `--aa` serves the plain app in both places: the ratios of
+   that A/A run are the differences this machine shows between two identical servers.
 
 2. Fast failure. The upstream accepts connections and never answers (bench.hanging, in this
    process, counting connections and requests). The breaker is opened (timeout T, reset R,
@@ -48,6 +55,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -84,7 +92,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # Short rounds, many of them: this machine's speed drifts over seconds, and a variant that
     # alternates quickly with the other samples the same drifts.
     add("--seconds", type=float, default=3.0, help="seconds per wrk round, item 1 (3)")
-    add("--rounds", type=int, default=20, help="rounds per variant, item 1 (20)")
+    add("--rounds", type=int, default=8, help="rounds per variant and generation, item 1 (8)")
+    add("--generations", type=int, default=4, help="server pairs started in turn, item 1 (4)")
     add("--warmup", type=float, default=2.0, help="seconds of discarded load per variant (2)")
     add("--connections", type=int, default=32, help="wrk connections, both items (32)")
     add("--threads", type=int, default=1, help="wrk threads (1)")
@@ -96,18 +105,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--httpx-timeout", type=float, default=5.0, help="plain variant's httpx timeout (5)")
     add("--rate", type=float, help="paced runs' rate (default: item 1's plain rps, else 300)")
     add("--only", choices=("overhead", "failure"), help="run one item only")
+    add(
+        "--aa",
+        action="store_true",
+        help="item 1 with the plain app in both places: what this machine can resolve",
+    )
     add("--pin", action="store_true", help="server under test on CPU 0; wrk, upstream on CPU 1")
-    add("--quick", action="store_true", help="short runs: 2 s x 4 rounds, D 5 s, hang 7 s")
+    add("--quick", action="store_true", help="short runs: 2 x 2 rounds of 2 s, D 5 s, hang 7 s")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.rounds, args.warmup = 2.0, 4, 1.0
+        args.seconds, args.rounds, args.generations, args.warmup = 2.0, 2, 2, 1.0
         args.open_seconds, args.open_rounds, args.hang_seconds = 5.0, 1, 7.0
-    if min(args.seconds, args.open_seconds, args.hang_seconds) < 1 or args.rounds < 1:
-        parser.error("rounds must be at least 1 and every run at least 1 second")
+    if min(args.seconds, args.open_seconds, args.hang_seconds) < 1:
+        parser.error("every run must last at least 1 second")
+    if min(args.rounds, args.generations) < 1:
+        parser.error("--rounds and --generations must be at least 1")
     if args.connections < 1 or args.threads < 1 or args.open_rounds < 1:
         parser.error("--connections, --threads and --open-rounds must be at least 1")
     if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be > 0")
+    if args.aa and args.only != "overhead":
+        parser.error("--aa goes with --only overhead")
     if args.pin and (os.cpu_count() or 1) < 2:
         parser.error("--pin needs two CPUs")
     return args
@@ -180,6 +198,7 @@ def server_cpus(args: argparse.Namespace) -> tuple[int, ...] | None:
 class Round:
     wrk: WrkResult
     cpu_s: float  # the server process's CPU time (user + system) during the round
+    generation: int  # which pair of server processes served it
 
     @property
     def rps(self) -> float:
@@ -209,6 +228,7 @@ class Round:
             "server_cpu_s": round(self.cpu_s, 3),
             "cpu_us": round(self.cpu_us, 1),
             "busy": round(self.busy, 3),
+            "generation": self.generation,
         }
 
 
@@ -222,12 +242,26 @@ def overhead(args: argparse.Namespace, load: Load) -> dict[str, Any]:
         lifespan="off",
         cpus=(1,) if args.pin else None,
     )
+    runs: dict[str, list[Round]] = {name: [] for name in VARIANTS}
+    with upstream:
+        for generation in range(args.generations):
+            overhead_generation(args, load, upstream.url, generation, runs)
+    return summarize_overhead(runs)
+
+
+def overhead_generation(
+    args: argparse.Namespace,
+    load: Load,
+    upstream_url: str,
+    generation: int,
+    runs: dict[str, list[Round]],
+) -> None:
+    """Start a fresh pair of servers, warm them up, and run `args.rounds` rounds on each."""
+    env = {"BENCH_UPSTREAM_URL": upstream_url}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(upstream)
-        env = {"BENCH_UPSTREAM_URL": upstream.url}
         servers = {
-            name: stack.enter_context(UvicornProcess(APPS[name], env=env, cpus=server_cpus(args)))
-            for name in VARIANTS
+            name: stack.enter_context(UvicornProcess(app, env=env, cpus=server_cpus(args)))
+            for name, app in overhead_apps(args).items()
         }
         processes = {name: psutil.Process(server.pid) for name, server in servers.items()}
         for name, server in servers.items():
@@ -235,7 +269,6 @@ def overhead(args: argparse.Namespace, load: Load) -> dict[str, Any]:
             if status != 200 or body.get("user") != "alice":
                 raise RuntimeError(f"{name}: GET /login answered {status} {body!r}")
             load.run(server.url + LOGIN, args.warmup)
-        runs: dict[str, list[Round]] = {name: [] for name in VARIANTS}
         for index in range(args.rounds):
             order = VARIANTS if index % 2 == 0 else VARIANTS[::-1]
             for name in order:
@@ -245,19 +278,47 @@ def overhead(args: argparse.Namespace, load: Load) -> dict[str, Any]:
                 bad = {k: v for k, v in result.errors.items() if v}
                 if bad or not result.requests:
                     raise RuntimeError(f"{name}: wrk saw errors {bad} in round {index + 1}")
-                runs[name].append(Round(result, spent))
+                runs[name].append(Round(result, spent, generation))
             b, p = runs["breaker"][-1], runs["plain"][-1]
             print(
-                f"  round {index + 1}/{args.rounds}: breaker {b.rps:5.0f} rps p99 {b.p99:6.1f} ms"
+                f"  generation {generation + 1}/{args.generations}, round {index + 1}/"
+                f"{args.rounds}: breaker {b.rps:5.0f} rps p99 {b.p99:6.1f} ms"
                 f" {b.cpu_us:5.0f} us/req | plain {p.rps:5.0f} rps p99 {p.p99:6.1f} ms"
                 f" {p.cpu_us:5.0f} us/req",
                 file=sys.stderr,
                 flush=True,
             )
-        _, state = get(servers["breaker"].url + "/_bench/breaker")
-        if state["state"] != "closed" or state["stats"]["failures"]:
-            raise RuntimeError(f"the breaker did not stay closed and clean: {state}")
-    return summarize_overhead(runs)
+        if not args.aa:
+            _, state = get(servers["breaker"].url + "/_bench/breaker")
+            if state["state"] != "closed" or state["stats"]["failures"]:
+                raise RuntimeError(f"the breaker did not stay closed and clean: {state}")
+
+
+def overhead_apps(args: argparse.Namespace) -> dict[str, str]:
+    """The app behind each variant's name; with --aa, the plain app behind both (an A/A test)."""
+    if args.aa:
+        return dict.fromkeys(VARIANTS, APPS["plain"])
+    return APPS
+
+
+def median_interval(
+    groups: Sequence[Sequence[float]], *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% bootstrap interval for the median of all values in `groups`.
+
+    Each resample draws the groups with replacement, then the values within each drawn group:
+    values of one group (rounds of one pair of processes) share that group's bias, so the
+    interval widens with the differences between groups, as it should.
+    """
+    rng = random.Random(seed)  # the same run gives the same interval
+    medians = []
+    for _ in range(resamples):
+        pooled: list[float] = []
+        for group in rng.choices(groups, k=len(groups)):
+            pooled.extend(rng.choices(group, k=len(group)))
+        medians.append(statistics.median(pooled))
+    medians.sort()
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:
@@ -275,13 +336,26 @@ def summarize_overhead(runs: dict[str, list[Round]]) -> dict[str, Any]:
     }
     paired = {key: [getattr(b, key) / getattr(p, key) for b, p in pairs] for key in METRICS}
     ratios = {key: statistics.median(values) for key, values in paired.items()}
-    # The middle half of the per-round ratios: how far apart two rounds of the same pair land
-    # on this machine. A goal whose bar lies inside it is not settled by this run.
+    generations = sorted({b.generation for b, _ in pairs})
+    by_generation = {
+        key: [
+            [ratio for ratio, (b, _) in zip(values, pairs, strict=True) if b.generation == g]
+            for g in generations
+        ]
+        for key, values in paired.items()
+    }
+    interval = {key: median_interval(groups) for key, groups in by_generation.items()}
+    # The middle half of the per-round ratios: how far apart two rounds of the same pair land.
     spread = {key: _quartiles(values) for key, values in paired.items()}
     return {
         "medians": medians,
         "paired_ratios": ratios,  # breaker / plain, per round, median over rounds
+        "paired_ratio_interval": interval,  # 95%, bootstrap over generations and rounds
         "paired_ratio_quartiles": spread,
+        "generation_ratios": {
+            key: [statistics.median(group) for group in groups]
+            for key, groups in by_generation.items()
+        },
         "ratio_of_medians": {
             key: medians["breaker"][key] / medians["plain"][key] for key in METRICS
         },
@@ -290,13 +364,13 @@ def summarize_overhead(runs: dict[str, list[Round]]) -> dict[str, Any]:
                 "goal": "breaker rps >= 97% of plain (median of paired ratios)",
                 "met": ratios["rps"] >= 0.97,
                 "value": ratios["rps"],
-                "settled": not spread["rps"][0] < 0.97 < spread["rps"][1],
+                "settled": not interval["rps"][0] < 0.97 < interval["rps"][1],
             },
             {
                 "goal": "p99 grows < 3% (median of paired ratios)",
                 "met": ratios["p99"] < 1.03,
                 "value": ratios["p99"],
-                "settled": not spread["p99"][0] < 1.03 < spread["p99"][1],
+                "settled": not interval["p99"][0] < 1.03 < interval["p99"][1],
             },
         ],
         "rounds": {name: [r.to_dict() for r in runs[name]] for name in VARIANTS},
@@ -522,12 +596,16 @@ def render(report: dict[str, Any]) -> str:
         f"servers: uvicorn, 1 worker, asyncio + h11; pinned: {setup['pinned']}",
         f"command: {setup['command']}",
     ]
+    if setup.get("aa"):
+        lines.append(
+            "A/A: both variants are the plain app; their ratios are what this machine can resolve"
+        )
     item = report.get("overhead")
     if item:
         lines += [
             "",
-            f"1. overhead: GET /login, {setup['rounds']} rounds x {setup['seconds']:g} s per "
-            "variant, alternating; medians over rounds",
+            f"1. overhead: GET /login, {setup['generations']} server pairs x {setup['rounds']}"
+            f" rounds x {setup['seconds']:g} s per variant, alternating; medians over rounds",
             f"  {'variant':<10}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>12}{'busy':>7}",
         ]
         for name in VARIANTS:
@@ -541,10 +619,21 @@ def render(report: dict[str, Any]) -> str:
             f"  {'ratio':<10}{r['rps']:8.3f}{r['p50']:9.3f}{r['p99']:9.3f}{r['cpu_us']:12.3f}"
             f"{r['busy']:7.2f}   breaker / plain, median of per-round ratios"
         )
+        shown_keys = ("rps", "p50", "p99", "cpu_us")
+        ci = item["paired_ratio_interval"]
+        lines.append(
+            "  95% interval of the median ratio: "
+            + ", ".join(f"{key} {_span(ci[key])}" for key in shown_keys)
+        )
+        per = item["generation_ratios"]
+        lines.append(
+            "  median ratio of each server pair: "
+            + ", ".join(f"{key} " + " ".join(f"{v:.3f}" for v in per[key]) for key in shown_keys)
+        )
         q = item["paired_ratio_quartiles"]
         lines.append(
             "  spread, quartiles of the per-round ratios: "
-            + ", ".join(f"{key} {_span(q[key])}" for key in ("rps", "p50", "p99", "cpu_us"))
+            + ", ".join(f"{key} {_span(q[key])}" for key in shown_keys)
         )
         lines.append("  busy: the server's CPU seconds per second of the round (1.0 = one core)")
     item = report.get("fast_failure")
@@ -588,12 +677,15 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", "goals of issue 4:"]
     for key in ("overhead", "fast_failure"):
         for verdict in (report.get(key) or {}).get("verdicts", []):
-            met = "MET    " if verdict["met"] else "NOT MET"
             value = verdict["value"]
             shown = f"{value:.3f}" if isinstance(value, float) else str(value)
             if not verdict.get("settled", True):
-                shown += " (unsettled: the bar lies inside the rounds' middle half)"
-            lines.append(f"  {met} {verdict['goal']}: {shown}")
+                # Neither met nor missed: this run cannot tell which side of the bar it is on.
+                leaning = "met" if verdict["met"] else "not met"
+                found = f"UNSETTLED (leaning {leaning}; the bar lies inside the 95% interval)"
+            else:
+                found = "MET" if verdict["met"] else "NOT MET"
+            lines.append(f"  {verdict['goal']}: {shown}, {found}")
     return "\n".join(lines)
 
 
@@ -654,8 +746,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threads": args.threads,
             "seconds": args.seconds,
             "rounds": args.rounds,
+            "generations": args.generations,
             "warmup": args.warmup,
             "pinned": "server CPU 0, wrk + upstream CPU 1" if args.pin else "no",
+            "aa": args.aa,
             "command": " ".join(["python -m bench.http", *shown]),
         },
     }
@@ -663,6 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only in (None, "overhead"):
         print("1. overhead", file=sys.stderr, flush=True)
         report["overhead"] = overhead(args, load)
+        if args.aa:  # no goal to judge: the same app against itself
+            report["overhead"]["verdicts"] = []
         rate = rate or report["overhead"]["medians"]["plain"]["rps"]
     if args.only in (None, "failure"):
         print("2. fast failure", file=sys.stderr, flush=True)
