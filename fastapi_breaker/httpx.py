@@ -307,7 +307,30 @@ class _Policy:
 # ---------------------------------------------------------------------------------- streams
 
 
-class _AsyncSettlingStream(httpx.AsyncByteStream):
+class _SettlesOnce:
+    """What a response body settles: its attempt, let go of as soon as it is settled.
+
+    httpx keeps every response in a reference cycle (response, stream, response), so whatever
+    the body still refers to waits for the cyclic garbage collector with it. Letting go of the
+    attempt frees it, and its ticket, when the body ends: two objects per request fewer for
+    the collector, which otherwise runs more often and longer under load.
+    """
+
+    _attempt: Attempt | None
+    _policy: _Policy
+
+    def _succeeded(self) -> None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            attempt.succeeded()
+
+    def _failed(self, error: BaseException) -> None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            self._policy.settle_error(attempt, error)
+
+
+class _AsyncSettlingStream(_SettlesOnce, httpx.AsyncByteStream):
     """The response body; settles the attempt when it ends, fails, or is closed."""
 
     def __init__(self, stream: httpx.AsyncByteStream, attempt: Attempt, policy: _Policy) -> None:
@@ -316,26 +339,25 @@ class _AsyncSettlingStream(httpx.AsyncByteStream):
         self._policy = policy
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _AsyncSettlingIterator(self._stream.__aiter__(), self._attempt, self._policy)
+        return _AsyncSettlingIterator(self._stream.__aiter__(), self)
 
     async def aclose(self) -> None:
         try:
             await self._stream.aclose()
         except BaseException as exc:
-            self._policy.settle_error(self._attempt, exc)
+            self._failed(exc)
             raise
-        self._attempt.succeeded()  # ignored if the body already settled it
+        self._succeeded()  # nothing left to do if the body already settled it
 
 
 class _AsyncSettlingIterator:
     # A plain iterator, not an async generator: a caller that stops early leaves no generator
     # to be finalized later, at a moment nobody chose.
-    __slots__ = ("_attempt", "_chunks", "_policy")
+    __slots__ = ("_body", "_chunks")
 
-    def __init__(self, chunks: AsyncIterator[bytes], attempt: Attempt, policy: _Policy) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], body: _AsyncSettlingStream) -> None:
         self._chunks = chunks
-        self._attempt = attempt
-        self._policy = policy
+        self._body = body
 
     def __aiter__(self) -> _AsyncSettlingIterator:
         return self
@@ -344,14 +366,14 @@ class _AsyncSettlingIterator:
         try:
             return await self._chunks.__anext__()
         except StopAsyncIteration:
-            self._attempt.succeeded()
+            self._body._succeeded()
             raise
         except BaseException as exc:
-            self._policy.settle_error(self._attempt, exc)
+            self._body._failed(exc)
             raise
 
 
-class _SettlingStream(httpx.SyncByteStream):
+class _SettlingStream(_SettlesOnce, httpx.SyncByteStream):
     """The sync response body; settles the attempt when it ends, fails, or is closed."""
 
     def __init__(self, stream: httpx.SyncByteStream, attempt: Attempt, policy: _Policy) -> None:
@@ -360,24 +382,23 @@ class _SettlingStream(httpx.SyncByteStream):
         self._policy = policy
 
     def __iter__(self) -> Iterator[bytes]:
-        return _SettlingIterator(iter(self._stream), self._attempt, self._policy)
+        return _SettlingIterator(iter(self._stream), self)
 
     def close(self) -> None:
         try:
             self._stream.close()
         except BaseException as exc:
-            self._policy.settle_error(self._attempt, exc)
+            self._failed(exc)
             raise
-        self._attempt.succeeded()
+        self._succeeded()
 
 
 class _SettlingIterator:
-    __slots__ = ("_attempt", "_chunks", "_policy")
+    __slots__ = ("_body", "_chunks")
 
-    def __init__(self, chunks: Iterator[bytes], attempt: Attempt, policy: _Policy) -> None:
+    def __init__(self, chunks: Iterator[bytes], body: _SettlingStream) -> None:
         self._chunks = chunks
-        self._attempt = attempt
-        self._policy = policy
+        self._body = body
 
     def __iter__(self) -> _SettlingIterator:
         return self
@@ -386,10 +407,10 @@ class _SettlingIterator:
         try:
             return next(self._chunks)
         except StopIteration:
-            self._attempt.succeeded()
+            self._body._succeeded()
             raise
         except BaseException as exc:
-            self._policy.settle_error(self._attempt, exc)
+            self._body._failed(exc)
             raise
 
 
