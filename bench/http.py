@@ -23,10 +23,11 @@ it is missing and we run as root, the harness installs it with apt-get, else it 
    generations of server pairs run one after the other, N rounds each. Ratios are taken per
    round (paired); the figure is their median over all rounds, with a 95% confidence interval
    for that median from a bootstrap that resamples generations, then rounds within each. A
-   goal is settled when its bar lies outside the interval. Beside wrk's figures: the server's
-   CPU time per request (psutil), and `busy`, the CPU share it got (well under 1.0: something
-   else on the machine competed). `--aa` serves the plain app in both places: the ratios of
-   that A/A run are the differences this machine shows between two identical servers.
+   goal is settled when its bar lies outside the interval (never with fewer than 4 pairs or
+   16 rounds in all). Beside wrk's figures: the server's CPU time per request (psutil), and
+   `busy`, the CPU share it got (well under 1.0: something else on the machine competed).
+   `--aa` serves the plain app in both places: the ratios of that A/A run are the differences
+   this machine shows between two identical servers.
 
 2. Fast failure. The upstream accepts connections and never answers (bench.hanging, in this
    process, counting connections and requests). The breaker is opened (timeout T, reset R,
@@ -79,6 +80,7 @@ APPS = {"breaker": "bench.apps:make_breaker_app", "plain": "bench.apps:make_plai
 _SAMPLE_EVERY = 0.25  # seconds between samples of sockets and tasks during a run
 _SETTLE_POLLS = 100  # x 50 ms: the last trial of a fast-failure run must end within 5 s
 _DEFAULT_RATE = 300.0  # requests per second for the paced runs when item 1 did not run
+_MIN_GENERATIONS, _MIN_ROUNDS = 4, 16  # fewer never settle a goal of item 1
 
 
 # ----------------------------------------------------------------------------------- setup
@@ -345,6 +347,8 @@ def summarize_overhead(runs: dict[str, list[Round]]) -> dict[str, Any]:
         for key, values in paired.items()
     }
     interval = {key: median_interval(groups) for key, groups in by_generation.items()}
+    # A bootstrap over two or three groups of a few rounds gives an interval too narrow to trust.
+    enough = len(generations) >= _MIN_GENERATIONS and len(pairs) >= _MIN_ROUNDS
     # The middle half of the per-round ratios: how far apart two rounds of the same pair land.
     spread = {key: _quartiles(values) for key, values in paired.items()}
     return {
@@ -364,13 +368,13 @@ def summarize_overhead(runs: dict[str, list[Round]]) -> dict[str, Any]:
                 "goal": "breaker rps >= 97% of plain (median of paired ratios)",
                 "met": ratios["rps"] >= 0.97,
                 "value": ratios["rps"],
-                "settled": not interval["rps"][0] < 0.97 < interval["rps"][1],
+                "settled": enough and not interval["rps"][0] < 0.97 < interval["rps"][1],
             },
             {
                 "goal": "p99 grows < 3% (median of paired ratios)",
                 "met": ratios["p99"] < 1.03,
                 "value": ratios["p99"],
-                "settled": not interval["p99"][0] < 1.03 < interval["p99"][1],
+                "settled": enough and not interval["p99"][0] < 1.03 < interval["p99"][1],
             },
         ],
         "rounds": {name: [r.to_dict() for r in runs[name]] for name in VARIANTS},
