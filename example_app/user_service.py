@@ -25,9 +25,9 @@ __all__ = ["AUTH_SERVICE_LIMITS", "AuthSettings", "create_user_app"]
 # The connection pool to the Auth Service: at most 10 connections, and all of them kept alive.
 # httpcore (1.0.9) closes an idle connection whenever the pool holds more connections in all
 # than `max_keepalive_connections` (encode/httpcore#1000), and its pool scans every connection
-# for every request it queues or releases. With httpx's defaults (100 and 20) a burst grows
-# the pool past 20, and it then closes and reopens connections without end: under 32
-# concurrent requests that doubled the CPU each /login costs (bench/http.py, docs/benchmarks).
+# for every request it queues or releases. With httpx's defaults (100 and 20) a burst can
+# grow the pool to 20, after which it closes and reopens connections for as long as the load
+# lasts: under 32 concurrent requests, up to twice the CPU per /login (bench/pool_churn.py).
 AUTH_SERVICE_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10)
 
 
