@@ -54,6 +54,17 @@ class Attempt:
     def settled(self) -> bool:
         return self._settled
 
+    def answered(self) -> bool:
+        """The upstream has answered (an HTTP response's headers arrived, say).
+
+        The time limit bounds the wait for the answer, not what follows: a half-open trial
+        that answered in time is judged by how it ends, however long its body takes. Returns
+        False when the trial's limit had already passed: it counts as failed.
+        """
+        if self._settled or self._ticket is None:
+            return True
+        return self._breaker._answered(self._ticket)
+
     def succeeded(self, result: Any = None) -> None:
         if self._settle():
             assert self._ticket is not None

@@ -60,13 +60,15 @@ Fallback = Callable[..., Any]
 
 
 class _Trial:
-    """A half-open trial in flight. `expired` is set when the clock ran out its time limit."""
+    """A half-open trial in flight. `expired` is set when the clock ran out its time limit;
+    `answered` once the upstream answered within it, after which the limit no longer applies."""
 
-    __slots__ = ("expired", "started")
+    __slots__ = ("answered", "expired", "started")
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.expired = False
+        self.answered = False
 
 
 class _Ticket:
@@ -400,6 +402,22 @@ class CircuitBreaker:
         finally:
             del refusal  # no cycle error -> traceback -> frame -> error
 
+    def _answered(self, ticket: _Ticket) -> bool:
+        """The upstream answered: a trial still within its limit keeps no limit from now on.
+
+        False if the trial had already run out its limit (it failed, however it ends).
+        """
+        trial = ticket.trial
+        if trial is None:
+            return True
+        events: list[EventName] = []
+        with self._lock:
+            self._observe(self._clock(), events)
+            if not trial.expired:
+                trial.answered = True
+        self._emit_names(events)
+        return not trial.expired
+
     def _record_success(self, result: Any, start: float, ticket: _Ticket) -> None:
         now = self._clock()
         window = self._window
@@ -479,7 +497,8 @@ class CircuitBreaker:
             # A trial that outlived its limit by the clock counts as failed, even if no loop
             # timer cancelled it (a worker thread, or a test driving a fake clock).
             limit = self.options.trial_timeout
-            for trial in [t for t in self._trials if now - t.started > limit]:
+            late = [t for t in self._trials if not t.answered and now - t.started > limit]
+            for trial in late:
                 trial.expired = True
                 self._trials.remove(trial)
                 self._trial_failures += 1
