@@ -16,7 +16,7 @@ from ._errors import (
 )
 from ._events import EVENT_NAMES, Event, EventHandler, EventName
 from ._options import BreakerOptions
-from ._registry import BreakerRegistry, UnknownBreakerError
+from ._registry import BreakerRegistry, RegistryFullError, UnknownBreakerError
 from ._state import State
 from ._stats import PERCENTILES, Stats
 
@@ -38,6 +38,7 @@ __all__ = [
     "Event",
     "EventHandler",
     "EventName",
+    "RegistryFullError",
     "State",
     "Stats",
     "UnknownBreakerError",

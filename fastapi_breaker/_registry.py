@@ -16,7 +16,7 @@ from ._clock import Clock
 from ._errors import BreakerError
 from ._options import BreakerOptions
 
-__all__ = ["BreakerRegistry", "UnknownBreakerError"]
+__all__ = ["BreakerRegistry", "RegistryFullError", "UnknownBreakerError"]
 
 # Every option a mapping may set, in the dataclass's order (that order reads well in errors).
 _OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BreakerOptions))
@@ -37,6 +37,23 @@ class UnknownBreakerError(BreakerError, LookupError):
         known = ", ".join(repr(n) for n in self.known) if self.known else "none"
         return (
             f"unknown circuit breaker {self.name!r} in a strict registry; known breakers: {known}"
+        )
+
+
+class RegistryFullError(BreakerError, LookupError):
+    """The registry holds `max_breakers` breakers and none of them may be evicted for a new one."""
+
+    def __init__(self, name: str, max_breakers: int) -> None:
+        super().__init__(name, max_breakers)
+
+    @property
+    def max_breakers(self) -> int:
+        return int(self.args[1])
+
+    def __str__(self) -> str:
+        return (
+            f"cannot create circuit breaker {self.name!r}: the registry is full "
+            f"({self.max_breakers} breakers, none idle and unconfigured to evict)"
         )
 
 

@@ -23,6 +23,7 @@ EXPECTED_PUBLIC_NAMES = [
     "EventHandler",
     "EventName",
     "PERCENTILES",
+    "RegistryFullError",
     "State",
     "Stats",
     "UnknownBreakerError",
