@@ -25,7 +25,7 @@ from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ._attempt import Attempt
-from ._clock import Clock, monotonic
+from ._clock import Clock, first_reading, monotonic
 from ._deadlines import Deadline, DeadlineQueue, current_task_of
 from ._errors import (
     BreakerShutdownError,
@@ -34,7 +34,7 @@ from ._errors import (
     CircuitOpenError,
 )
 from ._events import Emitter, Event, EventHandler, EventName
-from ._options import BreakerOptions, ErrorFilter
+from ._options import MAX_SECONDS, BreakerOptions, ErrorFilter, check_seconds
 from ._state import State
 from ._stats import Stats
 from ._window import RollingWindow
@@ -171,7 +171,7 @@ class CircuitBreaker:
         self._timeout = options.timeout
         self._lock = threading.RLock()
         self._emitter = Emitter()
-        now = clock()
+        now = first_reading(clock)
         self._window = RollingWindow(
             options.rolling_count_timeout, options.rolling_count_buckets, now, self._lock
         )
@@ -770,7 +770,9 @@ class CircuitBreaker:
         self._trials = []
         self._trials_admitted = self._trial_successes = self._trial_failures = 0
         if state is State.OPEN:
-            self._opened_until = now + max(self.options.reset_timeout, open_for or 0.0)
+            # `max` keeps reset_timeout over a NaN; `min` bounds an upstream's infinity.
+            held = max(self.options.reset_timeout, open_for or 0.0)
+            self._opened_until = now + min(held, MAX_SECONDS)
             events.append("open")
         elif state is State.HALF_OPEN:
             events.append("half_open")
@@ -899,8 +901,7 @@ class CircuitBreaker:
             raise BreakerShutdownError(self.name)
         if not callable(fn):
             raise TypeError(f"health_check needs a callable, got {fn!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-            raise ValueError(f"interval must be a number of seconds > 0, got {interval!r}")
+        check_seconds("interval", interval)  # NaN would run `fn` on every turn of the loop
         try:
             loop = _get_running_loop()
         except RuntimeError:

@@ -7,46 +7,85 @@ typo in configuration never turns into a silent default at run time.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DEFAULT_HALF_OPEN_TIMEOUT", "BreakerOptions", "ErrorFilter"]
+__all__ = [
+    "DEFAULT_HALF_OPEN_TIMEOUT",
+    "MAX_BUCKETS",
+    "MAX_COUNT",
+    "MAX_SECONDS",
+    "MIN_BUCKET_SECONDS",
+    "BreakerOptions",
+    "ErrorFilter",
+    "check_seconds",
+    "shown",
+]
 
 ErrorFilter = Callable[[BaseException], bool]
 
 # The trial limit when neither `half_open_timeout` nor `timeout` is set: a trial must always end.
 DEFAULT_HALF_OPEN_TIMEOUT = 10.0
 
+# The longest any duration may be: 365 days. Longer is a mistake (a unit slip, `1e9` meant as
+# "never"), and the bound keeps every deadline (a clock reading plus a duration) a float exact
+# to the microsecond, and every `Retry-After` a header value that clients can read.
+MAX_SECONDS = 365 * 24 * 3600
+_SECONDS_TEXT = f"<= {MAX_SECONDS} (365 days)"
 
-def _seconds(field: str, value: object, *, optional: bool = False, zero_ok: bool = False) -> None:
+# The narrowest bucket: a window sliced finer than the clock and the calls can tell apart says
+# nothing more, and a width near zero divides the clock by zero.
+MIN_BUCKET_SECONDS = 0.001
+
+# Every stats read and every failure walks the buckets: a thousand keeps that well under a
+# millisecond.
+MAX_BUCKETS = 1000
+
+# Counts of calls (trials, concurrent calls, the volume threshold): more than a process runs at
+# once or a window holds, and small enough for exact float arithmetic in the trip decisions.
+MAX_COUNT = 1_000_000
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for an error message; never itself an error, even for a huge int."""
+    try:
+        return repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"an integer of {value.bit_length()} bits"  # type: ignore[attr-defined]
+
+
+def check_seconds(
+    field: str, value: object, *, optional: bool = False, zero_ok: bool = False
+) -> None:
+    """Raise ValueError naming `field` unless `value` is a duration this library can use."""
     if value is None and optional:
         return
-    allowed = "a number of seconds " + (">= 0" if zero_ok else "> 0")
-    if optional:
-        allowed += " or None"
+    # Comparisons, not math.isnan(): they refuse NaN too, and never overflow on a huge int.
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or math.isnan(value)
-        or math.isinf(value)
-        or value < 0
+        or not (0 <= value <= MAX_SECONDS)
         or (value == 0 and not zero_ok)
     ):
-        raise ValueError(f"{field} must be {allowed}, got {value!r}")
+        allowed = f"a number of seconds {'>= 0' if zero_ok else '> 0'} and {_SECONDS_TEXT}"
+        if optional:
+            allowed += " or None"
+        raise ValueError(f"{field} must be {allowed}, got {shown(value)}")
 
 
-def _count(field: str, value: object, *, minimum: int, optional: bool = False) -> None:
+def _count(
+    field: str, value: object, *, minimum: int, maximum: int = MAX_COUNT, optional: bool = False
+) -> None:
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"{field} must be {allowed}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        allowed = f"an integer >= {minimum} and <= {maximum}" + (" or None" if optional else "")
+        raise ValueError(f"{field} must be {allowed}, got {shown(value)}")
 
 
 def _flag(field: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{field} must be True or False, got {value!r}")
+        raise TypeError(f"{field} must be True or False, got {shown(value)}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,15 +113,21 @@ class BreakerOptions:
     half_open_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        _seconds("timeout", self.timeout, optional=True)
-        _seconds("reset_timeout", self.reset_timeout)
+        check_seconds("timeout", self.timeout, optional=True)
+        check_seconds("reset_timeout", self.reset_timeout)
         pct = self.error_threshold_percentage
         if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 <= pct <= 100:
             raise ValueError(
-                f"error_threshold_percentage must be a number from 0 to 100, got {pct!r}"
+                f"error_threshold_percentage must be a number from 0 to 100, got {shown(pct)}"
             )
-        _seconds("rolling_count_timeout", self.rolling_count_timeout)
-        _count("rolling_count_buckets", self.rolling_count_buckets, minimum=1)
+        check_seconds("rolling_count_timeout", self.rolling_count_timeout)
+        _count("rolling_count_buckets", self.rolling_count_buckets, minimum=1, maximum=MAX_BUCKETS)
+        if self.rolling_count_timeout / self.rolling_count_buckets < MIN_BUCKET_SECONDS:
+            raise ValueError(
+                "rolling_count_timeout / rolling_count_buckets (the bucket width) must be at "
+                f"least {MIN_BUCKET_SECONDS} seconds, got {self.rolling_count_timeout!r} / "
+                f"{self.rolling_count_buckets!r}"
+            )
         _count("volume_threshold", self.volume_threshold, minimum=0)
         _flag("allow_warm_up", self.allow_warm_up)
         _count("capacity", self.capacity, minimum=1, optional=True)
@@ -92,7 +137,7 @@ class BreakerOptions:
             )
         _flag("enabled", self.enabled)
         _count("half_open_max_calls", self.half_open_max_calls, minimum=1)
-        _seconds("half_open_timeout", self.half_open_timeout, optional=True)
+        check_seconds("half_open_timeout", self.half_open_timeout, optional=True)
 
     @property
     def bucket_seconds(self) -> float:

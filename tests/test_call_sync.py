@@ -98,7 +98,7 @@ def test_call_sync_breaker_fallback() -> None:
 
 def test_call_sync_is_thread_safe_with_exact_counts() -> None:
     # A huge volume keeps the breaker closed: every call must be counted, none refused.
-    breaker = CircuitBreaker(volume_threshold=10**9, clock=FakeClock())
+    breaker = CircuitBreaker(volume_threshold=10**6, clock=FakeClock())
     threads_count, calls = 8, 500
     start = threading.Barrier(threads_count)
     errors: list[BaseException] = []

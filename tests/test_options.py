@@ -8,8 +8,9 @@ import pytest
 from fastapi_breaker import BreakerOptions, CircuitBreaker
 from fastapi_breaker.testing import FakeClock
 
-SECONDS = "a number of seconds > 0"
+SECONDS = "a number of seconds > 0 and <= 31536000 (365 days)"
 PERCENT = "a number from 0 to 100"
+COUNT = "an integer >="
 
 # (field, bad value, the allowed range the message must state)
 BAD_OPTIONS: list[tuple[str, Any, str]] = [
@@ -30,12 +31,15 @@ BAD_OPTIONS: list[tuple[str, Any, str]] = [
         for value in ["50", True, None, math.nan, math.inf, -math.inf, -0.1, -1, 100.01, 101]
     ],
     *[
-        ("rolling_count_buckets", value, "an integer >= 1")
+        ("rolling_count_buckets", value, "an integer >= 1 and <= 1000")
         for value in [0, -1, 2.0, "10", True, None]
     ],
-    *[("volume_threshold", value, "an integer >= 0") for value in [-1, 1.5, "3", True, None]],
-    *[("capacity", value, "an integer >= 1 or None") for value in [0, -3, 2.0, "5", True]],
-    *[("half_open_max_calls", value, "an integer >= 1") for value in [0, -1, 1.0, "1", True]],
+    *[("volume_threshold", value, f"{COUNT} 0 and <= 1000000") for value in [-1, 1.5, "3", True]],
+    ("volume_threshold", None, f"{COUNT} 0 and <= 1000000"),
+    *[("capacity", value, f"{COUNT} 1 and <= 1000000 or None") for value in [0, -3, 2.0, "5"]],
+    ("capacity", True, f"{COUNT} 1 and <= 1000000 or None"),
+    *[("half_open_max_calls", value, f"{COUNT} 1 and <= 1000000") for value in [0, -1, 1.0, "1"]],
+    ("half_open_max_calls", True, f"{COUNT} 1 and <= 1000000"),
     *[("allow_warm_up", value, "True or False") for value in [1, 0, "yes", None]],
     *[("enabled", value, "True or False") for value in [1, 0, "no", None]],
     *[("error_filter", value, "a callable (exc) -> bool or None") for value in [42, "ValueError"]],
@@ -104,7 +108,7 @@ def test_non_bool_flags_and_non_callables_are_type_errors() -> None:
         ("timeout", 1),
         ("timeout", 1e-9),
         ("reset_timeout", 1e-9),
-        ("rolling_count_timeout", 0.001),
+        ("rolling_count_timeout", 0.01),  # ten buckets of a millisecond, the narrowest
         ("rolling_count_buckets", 1),
         ("capacity", None),
         ("capacity", 1),
