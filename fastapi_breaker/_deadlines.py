@@ -6,6 +6,10 @@ in the order the calls started: a FIFO queue of deadlines needs a single timer, 
 oldest deadline still pending. When it fires it cancels the tasks whose deadline has passed and
 re-arms itself for the next one; once nothing is pending it is not re-armed.
 
+A call that ends behind an older one still running stays queued, as a finished entry, until
+the queue is rebuilt: that happens once finished entries outnumber running ones (and 32), so
+the queue holds at most about twice the calls in flight, at an amortized constant cost per call.
+
 Only the loop's own clock is used here: a call timeout is the one thing the breaker leaves to
 the event loop's timer.
 """
@@ -29,6 +33,11 @@ else:
     current_task_of = asyncio.current_task
 
 
+# Finished deadlines the queue may hold beyond as many as there are running calls: a few keep
+# a queue of one or two running calls from rebuilding on every finish.
+_SLACK = 32
+
+
 class Deadline:
     """One call's deadline. `task` is cleared when the call ends; `expired` is set if it ran out."""
 
@@ -43,13 +52,14 @@ class Deadline:
 class DeadlineQueue:
     """The pending deadlines of one breaker on one event loop, all `seconds` after their start."""
 
-    __slots__ = ("_closing", "_pending", "_timer", "loop", "seconds")
+    __slots__ = ("_closing", "_finished", "_pending", "_timer", "loop", "seconds")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         self.loop = loop
         self.seconds = seconds
         self._closing = False
         self._pending: deque[Deadline] = deque()
+        self._finished = 0  # finished deadlines still in `_pending`, behind a running one
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self, task: asyncio.Task[object]) -> Deadline:
@@ -62,9 +72,21 @@ class DeadlineQueue:
     def finish(self, deadline: Deadline) -> None:
         deadline.task = None
         pending = self._pending
-        # Drop finished calls from the front; those behind a running call wait for the timer.
-        while pending and pending[0].task is None:
+        if pending and pending[0] is deadline:
+            # The usual order: the oldest call ends first. Drop it, and the finished calls
+            # that waited behind it.
             pending.popleft()
+            while pending and pending[0].task is None:
+                pending.popleft()
+                self._finished -= 1
+        elif not deadline.expired:  # an expired deadline was dropped by the timer already
+            # Ended behind an older call that still runs: it stays queued until that one ends,
+            # unless finished entries now outnumber running ones. Then a rebuild, paid for by
+            # the finishes since the last one, keeps memory to the calls in flight.
+            self._finished += 1
+            if self._finished > _SLACK and 2 * self._finished > len(pending):
+                pending = self._pending = deque(d for d in pending if d.task is not None)
+                self._finished = 0
         if self._closing and not pending:
             self.close()
 
@@ -76,6 +98,7 @@ class DeadlineQueue:
             head = pending[0]
             if head.task is None:
                 pending.popleft()
+                self._finished -= 1
             elif head.at <= now:
                 pending.popleft()
                 head.expired = True
@@ -98,6 +121,11 @@ class DeadlineQueue:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    @property
+    def held(self) -> int:
+        """Deadlines held: the running calls', and finished ones not yet dropped."""
+        return len(self._pending)
 
     @property
     def idle(self) -> bool:
