@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
     from ._stats import Stats
 
-__all__ = ["EVENT_NAMES", "Event", "EventHandler", "EventName"]
+__all__ = ["EVENT_NAMES", "MAX_HANDLERS", "Event", "EventHandler", "EventName"]
 
 logger = logging.getLogger("fastapi_breaker")
 
@@ -41,6 +41,10 @@ EventName = Literal[
 ]
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
 _NOTHING: frozenset[str] = frozenset()  # shared by every breaker with no handlers
+
+# Distinct handlers one event of one breaker keeps. Every emit runs them all inline, so a
+# thousand is already far past a sane design; past it, a subscription in a loop is a leak.
+MAX_HANDLERS = 1000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,7 +75,10 @@ EventHandler = Callable[[Event], None] | Callable[[Event], Awaitable[None]]
 
 
 class Emitter:
-    """Subscribers by event name. Handlers run in subscription order and never break a call."""
+    """Subscribers by event name. Handlers run in subscription order and never break a call.
+
+    A handler is kept once per event: subscribing an equal one again changes nothing.
+    """
 
     __slots__ = ("_handlers", "_home_loop", "_lock", "_tasks", "listening")
 
@@ -96,7 +103,16 @@ class Emitter:
             with contextlib.suppress(RuntimeError):
                 self._home_loop = asyncio.get_running_loop()
         with self._lock:
-            self._handlers[name] = (*self._handlers.get(name, ()), handler)
+            handlers = self._handlers.get(name, ())
+            # `in` compares with `==`, as off() does: an equal bound method is the same handler.
+            if handler in handlers:
+                return
+            if len(handlers) >= MAX_HANDLERS:
+                raise ValueError(
+                    f"event {name!r} already has {MAX_HANDLERS} handlers, the most one event "
+                    "keeps; remove one with off() first"
+                )
+            self._handlers[name] = (*handlers, handler)
             self.listening = frozenset(self._handlers) if self._handlers else _NOTHING
 
     def unsubscribe(self, name: str, handler: EventHandler) -> None:

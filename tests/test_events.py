@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -469,3 +470,57 @@ async def test_nothing_is_kept_for_handlers_subscribed_later() -> None:
     log = record(breaker, sorted(EVENT_NAMES))
     await breaker.call(ok)
     assert names(log) == ["fire", "success"]
+
+
+# ------------------------------------------------------------------ bounded subscriptions
+
+
+async def test_subscribing_the_same_handler_again_is_a_no_op() -> None:
+    breaker = CircuitBreaker(clock=FakeClock())
+    log: list[str] = []
+
+    def first(event: Event) -> None:
+        log.append("first")
+
+    def second(event: Event) -> None:
+        log.append("second")
+
+    breaker.on("success", first)
+    breaker.on("success", second)
+    for _ in range(20_000):
+        breaker.on("success", first)  # kept once, and in its first place
+    await breaker.call(ok)
+    assert log == ["first", "second"]
+    assert len(breaker._emitter._handlers["success"]) == 2
+
+
+async def test_an_equal_bound_method_is_the_same_handler() -> None:
+    breaker = CircuitBreaker(clock=FakeClock())
+    log: list[Event] = []
+    breaker.on("success", log.append)  # type: ignore[arg-type]
+    breaker.on("success", log.append)  # type: ignore[arg-type]  # a new, equal object
+    await breaker.call(ok)
+    assert names(log) == ["success"]
+    breaker.off("success", log.append)  # type: ignore[arg-type]
+    await breaker.call(ok)
+    assert names(log) == ["success"]
+
+
+def test_one_event_keeps_at_most_a_thousand_distinct_handlers() -> None:
+    breaker = CircuitBreaker(clock=FakeClock())
+    handlers = [lambda event: None for _ in range(1001)]
+    for handler in handlers[:1000]:
+        breaker.on("failure", handler)
+    expected = (
+        "event 'failure' already has 1000 handlers, the most one event keeps; "
+        "remove one with off() first"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        breaker.on("failure", handlers[1000])
+    # Re-subscribing a kept one is still a no-op, other events are not affected, and off()
+    # makes room.
+    breaker.on("failure", handlers[0])
+    breaker.on("success", handlers[1000])
+    breaker.off("failure", handlers[0])
+    breaker.on("failure", handlers[1000])
+    assert len(breaker._emitter._handlers["failure"]) == 1000
