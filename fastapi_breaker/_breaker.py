@@ -250,8 +250,15 @@ class CircuitBreaker:
             limited = ticket.trial is not None or self._timeout is not None
 
         clock = self._clock
+        # An error between admission and the call (a clock, a loop, a queue that fails) must
+        # not keep the slot or the trial permit that admission took. `try` costs nothing on
+        # 3.11 until something raises.
         if not limited:
-            start = clock()
+            try:
+                start = clock()
+            except BaseException:
+                self._abandon(ticket)
+                raise
             try:
                 result = fn(*args, **kwargs)
                 if type(result) is CoroutineType or _isawaitable(result):
@@ -259,14 +266,18 @@ class CircuitBreaker:
             except BaseException as exc:
                 return await self._failed(exc, None, start, generation, ticket, args, kwargs)
         else:
-            loop = _get_running_loop()
-            queue = self._queue
-            if ticket is not None and ticket.trial is not None:
-                queue = self._queue_for(loop, trial=True)
-            elif queue is None or queue.loop is not loop:
-                queue = self._queue_for(loop)
-            start = clock()
-            deadline = queue.start(current_task_of(loop))  # type: ignore[arg-type]
+            try:
+                loop = _get_running_loop()
+                queue = self._queue
+                if ticket is not None and ticket.trial is not None:
+                    queue = self._queue_for(loop, trial=True)
+                elif queue is None or queue.loop is not loop:
+                    queue = self._queue_for(loop)
+                start = clock()
+                deadline = queue.start(current_task_of(loop))  # type: ignore[arg-type]
+            except BaseException:
+                self._abandon(ticket)
+                raise
             try:
                 result = fn(*args, **kwargs)
                 if type(result) is CoroutineType or _isawaitable(result):
@@ -305,7 +316,11 @@ class CircuitBreaker:
         ticket = entered
         limit = self.options.trial_timeout if ticket.trial is not None else self._timeout
         clock = self._clock
-        start = clock()
+        try:
+            start = clock()
+        except BaseException:
+            self._abandon(ticket)
+            raise
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -362,7 +377,12 @@ class CircuitBreaker:
             return Attempt(self, _Ticket(self._generation, None, False), self._clock())
         entered: Any = self._enter((), {})
         if type(entered) is _Ticket:
-            return Attempt(self, entered, self._clock())
+            try:
+                start = self._clock()
+            except BaseException:
+                self._abandon(entered)
+                raise
+            return Attempt(self, entered, start)
         if entered is _PASS:
             return Attempt(self, None, 0.0)
         try:
@@ -670,6 +690,16 @@ class CircuitBreaker:
         self._trials.remove(trial)
         return True
 
+    def _abandon(self, ticket: _Ticket | None) -> None:
+        """Give back what admission took from a call that never started: its capacity slot and
+        its trial permit. The call counts nowhere."""
+        if ticket is None:
+            return
+        with self._lock:
+            self._release(ticket)
+            if ticket.trial is not None and self._owns(ticket):
+                self._trials_admitted -= 1
+
     def _release(self, ticket: _Ticket) -> None:
         if ticket.holds_slot:
             ticket.holds_slot = False
@@ -885,10 +915,12 @@ class CircuitBreaker:
         for task in self._health_tasks or ():
             task.cancel()
         self._health_tasks = None
-        for queue in self._queues.values():
+        with self._lock:
+            queues = list(self._queues.values())
+            self._queues.clear()
+            self._queue = None
+        for queue in queues:
             queue.close_when_idle()
-        self._queues.clear()
-        self._queue = None
         self._emitter.cancel_pending()
         self._emit_names(["shutdown"])
 
@@ -1032,14 +1064,19 @@ class CircuitBreaker:
 
         The trial queue is made only when a trial runs: most breakers never need one.
         """
-        queue = self._queues.get((loop, trial))
+        queue = self._queues.get((loop, trial))  # one dict lookup: safe without the lock
         if queue is None:
-            # Forget loops that have closed (tests and `asyncio.run` make one per run).
-            for key in [key for key in self._queues if key[0].is_closed()]:
-                del self._queues[key]
-            limit = self.options.trial_timeout
-            queue = DeadlineQueue(loop, limit if trial else (self._timeout or limit))
-            self._queues[(loop, trial)] = queue
+            # Threads that each run their own loop make and forget queues at once: every
+            # change to the dict, and every walk over it, happens under the lock.
+            with self._lock:
+                queue = self._queues.get((loop, trial))
+                if queue is None:
+                    # Forget loops that have closed (tests and `asyncio.run` make one per run).
+                    for key in [key for key in self._queues if key[0].is_closed()]:
+                        del self._queues[key]
+                    limit = self.options.trial_timeout
+                    queue = DeadlineQueue(loop, limit if trial else (self._timeout or limit))
+                    self._queues[(loop, trial)] = queue
         if not trial:
             self._queue = queue
         return queue

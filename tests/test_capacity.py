@@ -142,3 +142,116 @@ def test_call_sync_respects_capacity_and_frees_the_slot() -> None:
     assert len(inner) == 1
     assert breaker.call_sync(ok) == "ok"
     assert (breaker.stats.successes, breaker.stats.semaphore_rejections) == (2, 1)
+
+
+# ------------------------------------------------------------------ errors before the call starts
+
+
+class BreakingClock(FakeClock):
+    """A fake clock that raises on its next reading once `broken` is set."""
+
+    __slots__ = ("broken",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = False
+
+    def __call__(self) -> float:
+        if self.broken:
+            self.broken = False
+            raise RuntimeError("clock")
+        return self.now
+
+
+def break_clock_after_admission(breaker: CircuitBreaker, clock: BreakingClock) -> None:
+    admit = breaker._enter
+
+    def enter(args: Any, kwargs: Any) -> object:
+        entered = admit(args, kwargs)
+        clock.broken = True  # the very next reading, before the call starts, raises
+        return entered
+
+    breaker._enter = enter  # type: ignore[method-assign]
+
+
+def restore(breaker: CircuitBreaker, name: str) -> None:
+    delattr(breaker, name)  # the instance attribute goes; the method shows through again
+
+
+@pytest.mark.parametrize("limit", [5.0, None])
+async def test_an_error_between_admission_and_the_call_gives_the_slot_back(
+    limit: float | None,
+) -> None:
+    clock = BreakingClock()
+    breaker = CircuitBreaker(capacity=1, timeout=limit, clock=clock)
+    break_clock_after_admission(breaker, clock)
+    with pytest.raises(RuntimeError, match=r"^clock$"):
+        await breaker.call(ok)
+    assert breaker._in_flight == 0
+    restore(breaker, "_enter")
+    assert await breaker.call(ok) == "ok"
+    assert breaker._in_flight == 0
+    stats = breaker.stats
+    # The call that never started is counted nowhere.
+    assert (stats.fires, stats.successes, stats.failures, stats.semaphore_rejections) == (
+        1,
+        1,
+        0,
+        0,
+    )
+
+
+async def test_a_failing_deadline_queue_gives_the_slot_back() -> None:
+    breaker = CircuitBreaker(capacity=1, timeout=5.0, clock=FakeClock())
+
+    def broken(loop: Any, trial: bool = False) -> Any:
+        raise RuntimeError("queue")
+
+    breaker._queue_for = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match=r"^queue$"):
+        await breaker.call(ok)
+    assert breaker._in_flight == 0
+    restore(breaker, "_queue_for")
+    assert await breaker.call(ok) == "ok"
+
+
+def test_call_sync_gives_the_slot_back_when_the_start_cannot_be_read() -> None:
+    clock = BreakingClock()
+    breaker = CircuitBreaker(capacity=1, clock=clock)
+    break_clock_after_admission(breaker, clock)
+    with pytest.raises(RuntimeError, match=r"^clock$"):
+        breaker.call_sync(ok)
+    assert breaker._in_flight == 0
+    restore(breaker, "_enter")
+    assert breaker.call_sync(ok) == "ok"
+    assert breaker._in_flight == 0
+
+
+def test_begin_gives_the_slot_back_when_the_start_cannot_be_read() -> None:
+    clock = BreakingClock()
+    breaker = CircuitBreaker(capacity=1, clock=clock)
+    break_clock_after_admission(breaker, clock)
+    with pytest.raises(RuntimeError, match=r"^clock$"):
+        breaker.begin()
+    assert breaker._in_flight == 0
+    restore(breaker, "_enter")
+    attempt = breaker.begin()
+    attempt.succeeded()
+    assert breaker._in_flight == 0
+
+
+async def test_a_trial_that_never_started_gives_its_permit_back() -> None:
+    clock = BreakingClock()
+    breaker = CircuitBreaker(capacity=1, reset_timeout=10.0, volume_threshold=0, clock=clock)
+    breaker.open()
+    clock.advance(10.0)
+    assert breaker.state is State.HALF_OPEN
+    break_clock_after_admission(breaker, clock)
+    with pytest.raises(RuntimeError, match=r"^clock$"):
+        await breaker.call(ok)
+    assert breaker._in_flight == 0
+    assert breaker.state is State.HALF_OPEN
+    assert breaker.retry_after == 0.0  # the permit is free again
+    restore(breaker, "_enter")
+    assert await breaker.call(ok) == "ok"
+    assert breaker.state is State.CLOSED

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 
 import pytest
 
@@ -161,3 +163,51 @@ async def test_closed_breaker_lets_ten_thousand_concurrent_calls_through() -> No
         0,
         0,
     )
+
+
+# ------------------------------------------------------------------ one breaker, many loops
+
+
+def test_threads_each_running_their_own_loops_share_one_breaker_exactly() -> None:
+    # Each asyncio.run() makes a loop, and so a deadline queue on the breaker; threads creating
+    # and forgetting them at once once raced (dictionary changed size during iteration,
+    # KeyError), and each such error kept a capacity slot for good.
+    threads_count, runs, calls = 4, 400, 10
+    breaker = CircuitBreaker(timeout=30.0, capacity=threads_count * calls, volume_threshold=0)
+    errors: list[BaseException] = []
+    results: list[str] = []
+    start = threading.Barrier(threads_count)
+
+    async def ok() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    async def batch() -> list[str]:
+        return await asyncio.gather(*(breaker.call(ok) for _ in range(calls)))
+
+    def worker() -> None:
+        start.wait()
+        for _ in range(runs):
+            try:
+                results.extend(asyncio.run(batch()))
+            except BaseException as exc:  # anything is a bug worth seeing
+                errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    total = threads_count * runs * calls
+    assert results == ["ok"] * total
+    assert breaker._in_flight == 0
+    stats = breaker.stats
+    assert (stats.successes, stats.failures, stats.semaphore_rejections) == (total, 0, 0)
+    # Queues of closed loops are forgotten: only the last few loops' can remain.
+    assert len(breaker._queues) <= threads_count
