@@ -730,9 +730,15 @@ class CircuitBreaker:
             finally:
                 del error  # no cycle error -> traceback -> frame -> error
         if isinstance(fallback, CircuitBreaker):
-            if fallback._action is None:
+            action = fallback._action
+            if action is None:
                 raise TypeError(f"fallback breaker {fallback.name!r} has no action")
-            result = fallback.call_sync(fallback._action, *args, error, **kwargs)
+            if _is_async(action):
+                # Its call_sync would refuse the coroutine: run its async call to the end, as
+                # for any async fallback.
+                result = _run_to_end(fallback.call(action, *args, error, **kwargs))
+            else:
+                result = fallback.call_sync(action, *args, error, **kwargs)
         else:
             result = fallback(*args, error, **kwargs)
         if _isawaitable(result):
@@ -1117,6 +1123,13 @@ def _run_to_end(awaitable: Awaitable[Any]) -> Any:
         return asyncio.run(_awaited(awaitable))
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="breaker-fallback") as pool:
         return pool.submit(asyncio.run, _awaited(awaitable)).result()
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """A coroutine function, or an object whose `__call__` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the method, not callable()
+    )
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:

@@ -273,3 +273,79 @@ async def test_call_sync_on_the_event_loop_thread_with_an_async_fallback() -> No
     breaker = CircuitBreaker(clock=FakeClock()).fallback(fallback)
     assert breaker.call_sync(fail) == "async Boom"
     assert breaker.stats.fallbacks == 1
+
+
+# ------------------------------------------------------------------ a breaker with an async action
+# as the fallback: call_sync used to raise TypeError where `await call()` answered.
+
+
+def breakers_with_an_async_fallback_breaker() -> tuple[CircuitBreaker, list[tuple[str, str]]]:
+    log: list[tuple[str, str]] = []
+
+    async def backup_action(*args: Any, **kwargs: Any) -> str:
+        exc = args[-1]
+        return f"backup {args[:-1]} {kwargs} {type(exc).__name__}"
+
+    backup = CircuitBreaker(backup_action, name="backup", clock=FakeClock())
+    breaker = CircuitBreaker(name="main", clock=FakeClock(), volume_threshold=0).fallback(backup)
+    for each in (breaker, backup):
+        for event in ("fire", "success", "failure", "open", "fallback"):
+            each.on(event, lambda e: log.append((e.breaker.name, e.name)))
+    return breaker, log
+
+
+EXPECTED_ORDER = [
+    ("main", "fire"),
+    ("main", "failure"),
+    ("main", "open"),
+    ("backup", "fire"),
+    ("backup", "success"),
+    ("main", "fallback"),
+]
+
+
+def test_call_sync_with_a_fallback_breaker_whose_action_is_async() -> None:
+    breaker, log = breakers_with_an_async_fallback_breaker()
+    assert breaker.call_sync(fail, 1, key="v") == "backup (1,) {'key': 'v'} Boom"
+    assert log == EXPECTED_ORDER
+    assert breaker.stats.fallbacks == 1
+
+
+async def test_call_sync_on_the_loop_thread_with_a_fallback_breaker_whose_action_is_async() -> None:
+    breaker, log = breakers_with_an_async_fallback_breaker()
+    assert breaker.call_sync(fail, 1, key="v") == "backup (1,) {'key': 'v'} Boom"
+    assert log == EXPECTED_ORDER
+
+
+async def test_await_call_with_the_same_fallback_breaker_answers_the_same() -> None:
+    breaker, log = breakers_with_an_async_fallback_breaker()
+
+    async def async_fail(*args: Any, **kwargs: Any) -> None:
+        raise Boom
+
+    assert await breaker.call(async_fail, 1, key="v") == "backup (1,) {'key': 'v'} Boom"
+    assert log == EXPECTED_ORDER
+
+
+def test_call_sync_refused_with_a_fallback_breaker_whose_action_is_async() -> None:
+    breaker, log = breakers_with_an_async_fallback_breaker()
+    breaker.open()
+    log.clear()
+    assert breaker.call_sync(ok) == "backup () {} CircuitOpenError"
+    assert log == [
+        ("main", "fire"),
+        ("backup", "fire"),
+        ("backup", "success"),
+        ("main", "fallback"),
+    ]
+
+
+def test_call_sync_with_a_fallback_breaker_whose_action_is_an_async_callable_object() -> None:
+    class Backup:
+        async def __call__(self, exc: BaseException) -> str:
+            return f"object {type(exc).__name__}"
+
+    backup = CircuitBreaker(Backup(), name="backup", clock=FakeClock())
+    breaker = CircuitBreaker(clock=FakeClock()).fallback(backup)
+    assert breaker.call_sync(fail) == "object Boom"
+    assert backup.stats.successes == 1
