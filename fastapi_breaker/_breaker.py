@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -34,10 +35,17 @@ from ._errors import (
     CircuitOpenError,
 )
 from ._events import Emitter, Event, EventHandler, EventName
-from ._options import MAX_SECONDS, BreakerOptions, ErrorFilter, check_seconds
+from ._options import (
+    MAX_SECONDS,
+    BreakerOptions,
+    ErrorFilter,
+    check_keys,
+    check_seconds,
+    shown,
+)
 from ._state import State
 from ._stats import Stats
-from ._window import RollingWindow
+from ._window import RollingWindow, parse_window
 
 __all__ = ["CircuitBreaker"]
 
@@ -57,6 +65,23 @@ _new_exception = CircuitOpenError.__new__
 _SUCCESS, _FAILURE, _TIMEOUT, _FILTERED, _CANCELLED = range(5)
 
 Fallback = Callable[..., Any]
+
+# What `to_dict()` writes, in its order: `from_dict()` refuses any other key.
+_SNAPSHOT_KEYS = (
+    "name",
+    "state",
+    "enabled",
+    "shutdown",
+    "forced_open",
+    "retry_after",
+    "options",
+    "window",
+    "stats",
+)
+_SNAPSHOT_OPTIONS = tuple(
+    f.name for f in dataclasses.fields(BreakerOptions) if f.name != "error_filter"
+)
+_STATE_NAMES = tuple(state.value for state in State)
 
 
 class _Trial:
@@ -1045,21 +1070,67 @@ class CircuitBreaker:
         """Rebuild a breaker from `to_dict()`: options, state, time left open, and window.
 
         Code is not data: pass the action and `error_filter` again. Times are restored relative
-        to the new clock, so a dict may cross processes.
+        to the new clock, so a dict may cross processes. A dict from elsewhere is checked as
+        strictly as options: a bad value raises `ValueError` naming its path
+        (`window[3].age`, `options.timeout`); `stats` is ignored, as the window rebuilds it.
         """
-        options = BreakerOptions(**data["options"], error_filter=error_filter)
-        breaker = cls.from_options(options, action, name=data["name"], clock=clock)
+        if not isinstance(data, dict):
+            raise TypeError(f"a snapshot must be a dict, as to_dict() returns, got {shown(data)}")
+        check_keys("the snapshot", data, _SNAPSHOT_KEYS)
+        for key in ("name", "state", "options"):
+            if key not in data:
+                raise ValueError(f"the snapshot has no {key!r}")
+        name = data["name"]
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {shown(name)}")
+        state_name = data["state"]
+        if not isinstance(state_name, str) or state_name not in _STATE_NAMES:
+            allowed = ", ".join(repr(s) for s in _STATE_NAMES)
+            raise ValueError(f"state must be one of {allowed}, got {shown(state_name)}")
+        state = State(state_name)
+        flags = {
+            key: data.get(key, key == "enabled") for key in ("enabled", "shutdown", "forced_open")
+        }
+        for key, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise ValueError(f"{key} must be True or False, got {shown(flag)}")
+        if flags["forced_open"] and state is not State.OPEN:
+            raise ValueError(
+                f"forced_open can be True only when state is 'open', got state {state_name!r}"
+            )
+        # Up to the longest duration, not reset_timeout: an upstream's Retry-After may have
+        # held the breaker open longer.
+        retry_after = data.get("retry_after")
+        if retry_after is not None and (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or not 0 <= retry_after <= MAX_SECONDS
+        ):
+            raise ValueError(
+                f"retry_after must be None or a number of seconds >= 0 and <= {MAX_SECONDS} "
+                f"(365 days), got {shown(retry_after)}"
+            )
+        given = data["options"]
+        if not isinstance(given, dict):
+            raise ValueError(f"options must be an object of option values, got {shown(given)}")
+        check_keys("options", given, _SNAPSHOT_OPTIONS)
+        try:
+            options = BreakerOptions(**given, error_filter=error_filter)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"options.{exc}") from None
+        buckets = parse_window(data.get("window", []), options.rolling_count_buckets)
+
+        breaker = cls.from_options(options, action, name=name, clock=clock)
         now = breaker._clock()
-        breaker._window.restore(now, data.get("window", []))
-        state = State(data["state"])
+        breaker._window.restore(now, buckets)
         if state is not State.CLOSED:
             with breaker._lock:
-                breaker._become(state, now, [], forced=bool(data.get("forced_open")))
+                breaker._become(state, now, [], forced=flags["forced_open"])
                 if state is State.OPEN:
-                    breaker._opened_until = now + float(data.get("retry_after") or 0.0)
-        if not data.get("enabled", True):
+                    breaker._opened_until = now + (retry_after or 0.0)
+        if not flags["enabled"]:
             breaker.disable()
-        if data.get("shutdown"):
+        if flags["shutdown"]:
             breaker.shutdown()
         return breaker
 

@@ -18,6 +18,7 @@ __all__ = [
     "MIN_BUCKET_SECONDS",
     "BreakerOptions",
     "ErrorFilter",
+    "check_keys",
     "check_seconds",
     "shown",
 ]
@@ -52,6 +53,15 @@ def shown(value: object) -> str:
         return repr(value)
     except ValueError:  # an int past sys.get_int_max_str_digits()
         return f"an integer of {value.bit_length()} bits"  # type: ignore[attr-defined]
+
+
+def check_keys(where: str, given: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first key of `given` that is not one of `keys`."""
+    for key in given:
+        if key not in keys:
+            raise ValueError(
+                f"unknown key {shown(key)} in {where}; the keys are: {', '.join(keys)}"
+            )
 
 
 def check_seconds(

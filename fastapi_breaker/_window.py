@@ -13,13 +13,23 @@ rest of a rejection. Rarer counters are changed under the breaker's lock.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from array import array
 from typing import Any
 
+from ._options import check_keys, shown
 from ._stats import Stats
 
-__all__ = ["Bucket", "RollingWindow"]
+__all__ = ["BUCKET_KEYS", "MAX_EXACT_COUNT", "Bucket", "RollingWindow", "parse_window"]
+
+_COUNTERS = ("timeouts", "fallbacks", "semaphore_rejections", "cancelled")
+BUCKET_KEYS: tuple[str, ...] = ("age", "succeeded", "failed", "rejects", *_COUNTERS)
+
+# The largest count a snapshot may hold: the largest integer that every JSON reader, doubles
+# included, keeps exact.
+MAX_EXACT_COUNT = 2**53
+_LARGEST = sys.float_info.max
 
 
 class Bucket:
@@ -29,6 +39,7 @@ class Bucket:
         "failed",
         "fallbacks",
         "rejected",
+        "restored_rejects",
         "semaphore_rejections",
         "succeeded",
         "timeouts",
@@ -39,6 +50,8 @@ class Bucket:
         self.succeeded = array("d")  # latency of each success
         self.failed = array("d")  # latency of each failure, timeouts included
         self.rejected = array("B")  # one byte per rejected call
+        # Rejections read from a snapshot: a number, since a snapshot's count may be huge.
+        self.restored_rejects = 0
         self.timeouts = 0
         self.fallbacks = 0
         self.semaphore_rejections = 0
@@ -48,22 +61,77 @@ class Bucket:
         return {
             "succeeded": list(self.succeeded),
             "failed": list(self.failed),
-            "rejects": len(self.rejected),
+            "rejects": len(self.rejected) + self.restored_rejects,
             "timeouts": self.timeouts,
             "fallbacks": self.fallbacks,
             "semaphore_rejections": self.semaphore_rejections,
             "cancelled": self.cancelled,
         }
 
-    @classmethod
-    def from_dict(cls, epoch: int, data: dict[str, Any]) -> Bucket:
-        bucket = cls(epoch)
-        bucket.succeeded.extend(float(x) for x in data.get("succeeded", ()))
-        bucket.failed.extend(float(x) for x in data.get("failed", ()))
-        bucket.rejected.extend(bytes(int(data.get("rejects", 0))))
-        for counter in ("timeouts", "fallbacks", "semaphore_rejections", "cancelled"):
-            setattr(bucket, counter, int(data.get(counter, 0)))
-        return bucket
+
+def parse_window(value: object, size: int) -> list[Bucket]:
+    """The buckets of a snapshot's `window`, each checked, its path named in any error.
+
+    A snapshot may come from another process: a NaN, a negative age or a count of billions
+    must fail here, not hold a breaker open for ever or allocate memory by the count.
+    """
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"window must be a list of buckets, got {shown(value)}")
+    buckets: list[Bucket] = []
+    ages: set[int] = set()
+    for index, entry in enumerate(value):
+        where = f"window[{index}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be an object of bucket counts, got {shown(entry)}")
+        check_keys(where, entry, BUCKET_KEYS)
+        if "age" not in entry:
+            raise ValueError(f"{where} has no 'age'")
+        age = entry["age"]
+        if isinstance(age, bool) or not isinstance(age, int) or not 0 <= age < size:
+            raise ValueError(
+                f"{where}.age must be an integer >= 0 and < {size} (rolling_count_buckets), "
+                f"got {shown(age)}"
+            )
+        if age in ages:
+            raise ValueError(f"{where}.age must differ from every other bucket's, got {age} again")
+        ages.add(age)
+        bucket = Bucket(-age)
+        bucket.succeeded.extend(_latencies(f"{where}.succeeded", entry.get("succeeded", [])))
+        bucket.failed.extend(_latencies(f"{where}.failed", entry.get("failed", [])))
+        bucket.restored_rejects = _count(f"{where}.rejects", entry.get("rejects", 0))
+        for counter in _COUNTERS:
+            setattr(bucket, counter, _count(f"{where}.{counter}", entry.get(counter, 0)))
+        if bucket.timeouts > len(bucket.failed):  # a timeout is also a failure
+            raise ValueError(
+                f"{where}.timeouts must be at most the bucket's failures ({len(bucket.failed)}), "
+                f"got {bucket.timeouts}"
+            )
+        buckets.append(bucket)
+    return buckets
+
+
+def _latencies(where: str, value: object) -> list[float]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where} must be a list of latencies, got {shown(value)}")
+    for index, latency in enumerate(value):
+        # Comparisons refuse NaN and the infinities, and never overflow on a huge int.
+        if (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not 0 <= latency <= _LARGEST
+        ):
+            raise ValueError(
+                f"{where}[{index}] must be a finite number of seconds >= 0, got {shown(latency)}"
+            )
+    return list(value)
+
+
+def _count(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EXACT_COUNT:
+        raise ValueError(
+            f"{where} must be an integer >= 0 and <= {MAX_EXACT_COUNT}, got {shown(value)}"
+        )
+    return value
 
 
 class RollingWindow:
@@ -133,7 +201,7 @@ class RollingWindow:
                     continue
                 successes += len(bucket.succeeded)
                 failures += len(bucket.failed)
-                rejects += len(bucket.rejected)
+                rejects += len(bucket.rejected) + bucket.restored_rejects
                 timeouts += bucket.timeouts
                 fallbacks += bucket.fallbacks
                 semaphore += bucket.semaphore_rejections
@@ -157,14 +225,12 @@ class RollingWindow:
             epoch = self._epoch(now)
             return [{"age": epoch - b.epoch, **b.to_dict()} for b in reversed(self.live(now))]
 
-    def restore(self, now: float, buckets: list[dict[str, Any]]) -> None:
+    def restore(self, now: float, buckets: list[Bucket]) -> None:
+        """Start over at `now` with `buckets` from `parse_window()`, ages kept."""
         with self._lock:
             self._buckets.clear()
             self._origin = now
-            restored = sorted(
-                (Bucket.from_dict(-int(b["age"]), b) for b in buckets if int(b["age"]) < self.size),
-                key=lambda b: b.epoch,
-            )
+            restored = sorted(buckets, key=lambda b: b.epoch)
             if not restored or restored[-1].epoch != 0:
                 restored.append(Bucket(0))
             self._buckets.extend(restored[-self.size :])
