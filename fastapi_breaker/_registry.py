@@ -2,6 +2,10 @@
 
 Every option is checked when the registry is built, so that a bad value in configuration fails
 at startup with the breaker's name in the message, never at the first request that uses it.
+
+The registry holds at most `max_breakers` breakers, since a name may come from user input (a
+tenant, a URL host). When a new name needs room, the oldest breaker that is safe to forget goes;
+see `BreakerRegistry`.
 """
 
 from __future__ import annotations
@@ -9,14 +13,30 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from ._breaker import CircuitBreaker
 from ._clock import Clock
 from ._errors import BreakerError
-from ._options import BreakerOptions
+from ._options import BreakerOptions, shown
+from ._state import State
 
-__all__ = ["BreakerRegistry", "RegistryFullError", "UnknownBreakerError"]
+__all__ = [
+    "DEFAULT_MAX_BREAKERS",
+    "SEARCH_LIMIT",
+    "BreakerRegistry",
+    "RegistryFullError",
+    "UnknownBreakerError",
+]
+
+# Enough for every named upstream a service has; small enough that a flood of made-up names
+# costs a few MB and keeps `/health` quick.
+DEFAULT_MAX_BREAKERS = 1000
+
+# How many unconfigured breakers one creation may test for idleness (about 1.5 us each, under
+# the lock). Without a bound, a registry full of busy breakers makes every new name test them
+# all: 1.6 ms per request at 1,000, which a flood of new names turns into a stalled event loop.
+SEARCH_LIMIT = 32
 
 # Every option a mapping may set, in the dataclass's order (that order reads well in errors).
 _OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BreakerOptions))
@@ -41,7 +61,7 @@ class UnknownBreakerError(BreakerError, LookupError):
 
 
 class RegistryFullError(BreakerError, LookupError):
-    """The registry holds `max_breakers` breakers and none of them may be evicted for a new one."""
+    """The registry is full (`max_breakers`) and none of its breakers may be evicted."""
 
     def __init__(self, name: str, max_breakers: int) -> None:
         super().__init__(name, max_breakers)
@@ -53,7 +73,8 @@ class RegistryFullError(BreakerError, LookupError):
     def __str__(self) -> str:
         return (
             f"cannot create circuit breaker {self.name!r}: the registry is full "
-            f"({self.max_breakers} breakers, none idle and unconfigured to evict)"
+            f"(max_breakers={self.max_breakers}) and none of the oldest breakers could be "
+            "evicted (only an idle, unconfigured one can)"
         )
 
 
@@ -63,9 +84,28 @@ class BreakerRegistry:
     `defaults` and each entry of `breakers` are a `BreakerOptions` or a mapping of option names.
     A per-name mapping overrides the defaults key by key; a per-name `BreakerOptions` is complete
     and used as it is. With `strict=True`, only the names in `breakers` exist.
+
+    It holds at most `max_breakers` breakers (None: no bound, for names that only your code
+    chooses). Room is kept for every configured name, so unconfigured names share what is left.
+    When a new unconfigured name finds that share taken, it tests the oldest unconfigured
+    breakers, at most `SEARCH_LIMIT` of them, and the first idle one (see `_forgettable`) is
+    forgotten. Those found busy move behind the newest, so that the next search tests others.
+    If none is idle, `get()` raises `RegistryFullError`. A forgotten breaker is not shut down:
+    whoever still holds it can finish with it.
     """
 
-    __slots__ = ("_breakers", "_clock", "_configured", "_defaults", "_lock", "_options", "_strict")
+    __slots__ = (
+        "_breakers",
+        "_clock",
+        "_configured",
+        "_defaults",
+        "_guests",
+        "_lock",
+        "_max",
+        "_options",
+        "_room",
+        "_strict",
+    )
 
     def __init__(
         self,
@@ -74,6 +114,7 @@ class BreakerRegistry:
         *,
         strict: bool = False,
         clock: Clock | None = None,
+        max_breakers: int | None = DEFAULT_MAX_BREAKERS,
     ) -> None:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
@@ -95,28 +136,41 @@ class BreakerRegistry:
             else:
                 where = f"breaker {name!r}"
                 options[name] = _build(where, {**base, **_as_mapping(where, given)})
+        _check_max_breakers(max_breakers, len(options))
         self._options = options
         self._configured = frozenset(options)
         self._strict = strict
         self._clock = clock
+        self._max = max_breakers
+        # Insertion-ordered: the front holds the oldest, where the search for an idle one starts.
         self._breakers: dict[str, CircuitBreaker] = {}
-        # Guards creation only: two threads asking for the same new name get the same breaker.
+        # How many of them are unconfigured (guests), and how many may be: what the configured
+        # ones leave.
+        self._guests = 0
+        self._room = None if max_breakers is None else max_breakers - len(options)
+        # Guards creation, eviction and removal: two threads asking for the same new name get
+        # the same breaker, and the bound holds. Lookups of existing names never take it.
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         mode = " strict" if self._strict else ""
-        return f"<BreakerRegistry{mode} configured={sorted(self._configured)!r}>"
+        return (
+            f"<BreakerRegistry{mode} configured={sorted(self._configured)!r} "
+            f"max_breakers={self._max!r}>"
+        )
 
     def get(self, name: str) -> CircuitBreaker:
         """The breaker called `name`, created on first use.
 
-        Raises `UnknownBreakerError` in strict mode when `name` is not configured.
+        Raises `UnknownBreakerError` in strict mode when `name` is not configured, and
+        `RegistryFullError` when a new name finds no room and no idle breaker to evict.
         """
         # The hot path of every request: one dict lookup, no lock.
         breaker = self._breakers.get(name)
         if breaker is not None:
             return breaker
         options = self._options.get(name)
+        guest = options is None
         if options is None:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"a breaker name must be a non-empty string, got {name!r}")
@@ -126,9 +180,64 @@ class BreakerRegistry:
         with self._lock:
             breaker = self._breakers.get(name)
             if breaker is None:
+                # A configured name always has room kept for it; only guests make room.
+                if guest and self._room is not None and self._guests >= self._room:
+                    self._evict_for(name)
                 breaker = CircuitBreaker.from_options(options, name=name, clock=self._clock)
                 self._breakers[name] = breaker
+                if guest:
+                    self._guests += 1
         return breaker
+
+    def _evict_for(self, name: str) -> None:
+        """Forget the oldest idle unconfigured breaker, else raise `RegistryFullError`. Locked.
+
+        At most `SEARCH_LIMIT` unconfigured breakers are tested, so a creation costs O(1)
+        whatever the registry holds. Configured breakers are passed over untested: there are
+        only as many as the configuration names. Whatever was passed over, refused or not, goes
+        behind the newest, so that the next search starts past it.
+        """
+        breakers = self._breakers
+        configured = self._configured
+        passed: list[str] = []
+        victim: str | None = None
+        tests = SEARCH_LIMIT
+        for key, breaker in breakers.items():
+            if key not in configured:
+                if _forgettable(breaker):
+                    victim = key
+                    break
+                tests -= 1
+            passed.append(key)
+            if not tests:
+                break
+        if victim is not None:
+            # Forgotten, not shut down: a caller may still hold it mid-request, and nothing of
+            # it needs stopping (no task, no handler, no call with a deadline).
+            del breakers[victim]
+            self._guests -= 1
+        for key in passed:
+            # Between the pop and the store a lock-free lookup misses the name: get() then
+            # takes the lock and finds it, and so does __contains__.
+            breakers[key] = breakers.pop(key)
+        if victim is None:
+            raise RegistryFullError(name, cast(int, self._max))
+
+    def remove(self, name: str) -> bool:
+        """Forget the breaker called `name` and shut it down; True if there was one.
+
+        A configured name stays configured: its next `get()` builds a fresh breaker from its
+        options. Whoever still holds the old one gets `BreakerShutdownError` from it.
+        """
+        with self._lock:
+            breaker = self._breakers.pop(name, None)
+            if breaker is not None and name not in self._configured:
+                self._guests -= 1
+        if breaker is None:
+            return False
+        # Outside the lock: a shutdown event handler may well ask the registry for a breaker.
+        breaker.shutdown()
+        return True
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """The breakers created so far, by name (a copy)."""
@@ -144,8 +253,17 @@ class BreakerRegistry:
     def strict(self) -> bool:
         return self._strict
 
+    @property
+    def max_breakers(self) -> int | None:
+        """The most breakers the registry holds at once; None for no bound."""
+        return self._max
+
     def __contains__(self, name: object) -> bool:
-        return name in self._configured or name in self._breakers
+        if name in self._configured or name in self._breakers:
+            return True
+        # A miss is asked again under the lock: an eviction may be moving the name right now.
+        with self._lock:
+            return name in self._breakers
 
     def shutdown(self) -> None:
         """Shut every breaker down and forget it: a later `get()` creates a fresh one.
@@ -155,9 +273,53 @@ class BreakerRegistry:
         with self._lock:
             breakers = list(self._breakers.values())
             self._breakers.clear()
+            self._guests = 0
         # Outside the lock: a shutdown event handler may well ask the registry for a breaker.
         for breaker in breakers:
             breaker.shutdown()
+
+
+def _forgettable(breaker: CircuitBreaker) -> bool:
+    """Whether forgetting `breaker` loses nothing but counts that say all is well.
+
+    It must be closed (forgetting an open one would let anyone reset an open circuit by
+    flooding new names), enabled and not shut down, with nothing the user attached after
+    creation (handlers, a fallback, a bound action, a health check) and no call the breaker can
+    see in flight (a capacity slot or a pending deadline). A failure still in its window counts
+    towards opening: forgetting it would reset that count, so such a breaker waits until the
+    failure ages out.
+
+    Reads private state, cheapest tests first. A call that starts on another thread just after
+    the test ends on the forgotten breaker, which is harmless: nobody else holds it.
+    """
+    if not (
+        breaker._state is State.CLOSED
+        and breaker._enabled
+        and not breaker._shut
+        and breaker._in_flight == 0
+        and not breaker._emitter.listening
+        and not breaker._health_tasks
+        and breaker._fallback is None
+        and breaker._action is None
+        # list(): copied in one C call, so another thread adding a loop's queue cannot break
+        # the iteration.
+        and all(queue.idle for queue in list(breaker._queues.values()))
+    ):
+        return False
+    # The breaker's own lock: its window rotates under it. Never held while taking ours.
+    with breaker._lock:
+        return breaker._window.outcome_counts(breaker._clock())[1] == 0
+
+
+def _check_max_breakers(value: object, configured: int) -> None:
+    if value is None:
+        return
+    minimum = max(1, configured)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        why = " (the number of configured breakers)" if configured > 1 else ""
+        raise ValueError(
+            f"max_breakers must be an integer >= {minimum}{why} or None, got {shown(value)}"
+        )
 
 
 def _as_mapping(where: str, given: BreakerOptions | Mapping[str, Any] | None) -> dict[str, Any]:

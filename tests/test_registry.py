@@ -167,7 +167,8 @@ def test_unknown_breaker_error_survives_pickling() -> None:
         (
             {"timeout": -1},
             ValueError,
-            "breaker 'AuthService': timeout must be a number of seconds > 0 or None, got -1",
+            "breaker 'AuthService': timeout must be a number of seconds > 0 and <= 31536000 "
+            "(365 days) or None, got -1",
         ),
         (
             {"error_threshold_percentage": 150},
@@ -194,7 +195,10 @@ def test_a_bad_per_name_option_fails_at_construction_naming_breaker_and_field(
 
 
 def test_a_bad_default_fails_at_construction() -> None:
-    with pytest.raises(ValueError, match=r"^defaults: capacity must be an integer >= 1 or None"):
+    with pytest.raises(
+        ValueError,
+        match=r"^defaults: capacity must be an integer >= 1 and <= 1000000 or None, got 0$",
+    ):
         BreakerRegistry({"capacity": 0})
 
 
