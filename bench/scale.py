@@ -91,7 +91,7 @@ def _probe_memory(count: int, how: str) -> dict[str, Any]:
     """Run in a fresh process: bytes for `count` breakers, idle, then after one call each."""
     import psutil  # type: ignore[import-untyped]
 
-    registry = BreakerRegistry()
+    registry = BreakerRegistry(max_breakers=None)  # measures `count` breakers, past any bound
 
     async def call_each(breakers: Sequence[CircuitBreaker]) -> None:
         for breaker in breakers:
@@ -208,7 +208,10 @@ async def interleaved(
 
 
 async def measure_call_time(small: int, big: int, calls: int, rounds: int) -> dict[str, Any]:
-    registries = {"small": BreakerRegistry(), "big": BreakerRegistry()}
+    registries = {  # no bound: the big registry holds every one of its names
+        "small": BreakerRegistry(max_breakers=None),
+        "big": BreakerRegistry(max_breakers=None),
+    }
     for size, registry in zip((small, big), registries.values(), strict=True):
         for name in _names(size):
             await registry.get(name).call(noop)  # every breaker used once, as in a live app
@@ -281,7 +284,7 @@ def make_health_app(count: int | None = None) -> Any:
     if count is None:
         count = int(os.environ.get(HEALTH_ENV, "1000"))
     app = FastAPI()
-    registry = setup_breakers(app, BreakerRegistry(HEALTH_DEFAULTS))
+    registry = setup_breakers(app, BreakerRegistry(HEALTH_DEFAULTS, max_breakers=None))
     app.include_router(health_router())
     populate(registry, count)
     return app
@@ -451,8 +454,8 @@ async def measure_rotation(
 ) -> dict[str, Any]:
     """10 active breakers among `total` vs a registry of only those 10, one bucket per tick."""
     crowd_clock, alone_clock = FakeClock(), FakeClock()
-    crowd = BreakerRegistry(clock=crowd_clock)
-    alone = BreakerRegistry(clock=alone_clock)
+    crowd = BreakerRegistry(clock=crowd_clock, max_breakers=None)
+    alone = BreakerRegistry(clock=alone_clock, max_breakers=None)
     names = _names(total)
     busy = names[:: total // active][:active]
     for name in names:
