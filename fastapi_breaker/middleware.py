@@ -6,7 +6,12 @@ Two ways in, one response:
 - `circuit_open_handler`, for `app.add_exception_handler(CircuitOpenError, circuit_open_handler)`.
 
 Both build the response with `problem_response()`: an RFC 9457 `application/problem+json` body,
-`Retry-After` in whole seconds and `Cache-Control: no-store`.
+`Retry-After` in whole seconds and `Cache-Control: no-store`. Both also answer an exception group
+(what `asyncio.TaskGroup` raises) whose every error, nested groups included, is a
+`CircuitOpenError`: with the longest wait among them. Any other group is left alone.
+
+A breaker's name may come from a request, so it may hold a lone surrogate, which UTF-8 cannot
+encode: wherever a name is printed, each lone surrogate is written as the text `\\udXXX`.
 """
 
 from __future__ import annotations
@@ -62,11 +67,55 @@ def retry_after_header(retry_after: float | None) -> str:
     return str(_retry_after_seconds(retry_after))
 
 
+def _printable_name(name: str) -> str:
+    """`name` as UTF-8 can carry it: each lone surrogate becomes the text `\\udXXX`.
+
+    Python's `backslashreplace`, the same text `repr()` shows, so that names differing in a
+    surrogate stay apart. Only a name spelled with that very text could look the same.
+    """
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name
+
+
+def _refusal(exc: BaseException) -> CircuitOpenError | None:
+    """The refusal to answer for `exc`, or None to leave `exc` alone.
+
+    A `CircuitOpenError` is its own answer. An exception group is answered only when every error
+    in it, nested groups included, is a refusal: by the one with the longest wait, so that a
+    client that waits that long finds every breaker ready for a trial.
+    """
+    if isinstance(exc, CircuitOpenError):
+        return exc
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    longest: CircuitOpenError | None = None
+    longest_wait = 0
+    # A stack rather than recursion: however deep the nesting, no RecursionError.
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(reversed(error.exceptions))
+        elif isinstance(error, CircuitOpenError):
+            wait = _retry_after_seconds(error.retry_after)
+            if wait > longest_wait:
+                longest, longest_wait = error, wait
+        else:
+            return None
+    return longest
+
+
 def problem_response(exc: CircuitOpenError, *, expose_name: bool = False) -> Response:
     """The 503 response for an open circuit, shared by the middleware and the handler.
 
     The body names no internal service unless `expose_name` is true; then `detail` names the
-    breaker and a `breaker` member carries its name.
+    breaker and a `breaker` member carries its name, each lone surrogate in it written as the
+    text `\\udXXX`.
     """
     seconds = _retry_after_seconds(exc.retry_after)
     body, _ = _problem(seconds, exc.name if expose_name else None)
@@ -94,8 +143,9 @@ def _problem(seconds: int, name: str | None) -> tuple[bytes, tuple[tuple[bytes, 
         "status": 503,
     }
     if name is not None:
+        # repr() writes a lone surrogate as the same text as _printable_name() does.
         body["detail"] = f"Circuit breaker {name!r} is open; retry after {wait}."
-        body["breaker"] = name
+        body["breaker"] = _printable_name(name)
     else:
         body["detail"] = f"The service is temporarily unavailable; retry after {wait}."
     body["retry_after"] = seconds
@@ -110,11 +160,15 @@ def _problem(seconds: int, name: str | None) -> tuple[bytes, tuple[tuple[bytes, 
 
 
 async def circuit_open_handler(request: Request, exc: Exception) -> Response:
-    """An exception handler: `app.add_exception_handler(CircuitOpenError, circuit_open_handler)`."""
-    if not isinstance(exc, CircuitOpenError):
-        # Registered for a wider class by mistake: leave the error to whoever handles it next.
+    """An exception handler: `app.add_exception_handler(CircuitOpenError, circuit_open_handler)`.
+
+    Registered for `ExceptionGroup` as well, it answers a group made only of refusals.
+    """
+    refusal = _refusal(exc)
+    if refusal is None:
+        # Registered for a wider class: leave the error to whoever handles it next.
         raise exc
-    return problem_response(exc)
+    return problem_response(refusal)
 
 
 def circuit_open_handler_factory(
@@ -123,9 +177,10 @@ def circuit_open_handler_factory(
     """An exception handler like `circuit_open_handler`, with the breaker's name on request."""
 
     async def handler(request: Request, exc: Exception) -> Response:
-        if not isinstance(exc, CircuitOpenError):
+        refusal = _refusal(exc)
+        if refusal is None:
             raise exc
-        return problem_response(exc, expose_name=expose_name)
+        return problem_response(refusal, expose_name=expose_name)
 
     return handler
 
@@ -133,7 +188,8 @@ def circuit_open_handler_factory(
 class CircuitBreakerMiddleware:
     """Answers 503 when a `CircuitOpenError` escapes the app before its response has started.
 
-    Once the response has started the error is re-raised: the status line is already on the wire.
+    So does an exception group made only of refusals; any other group passes unchanged. Once
+    the response has started the error is re-raised: the status line is already on the wire.
     Every message passes through unchanged, so streaming responses are untouched; websocket and
     lifespan scopes are not looked at.
     """
@@ -163,8 +219,16 @@ class CircuitBreakerMiddleware:
         except CircuitOpenError as exc:
             if started:
                 raise
-            seconds = _retry_after_seconds(exc.retry_after)
-            body, headers = _problem(seconds, exc.name if self.expose_name else None)
-            # The same bytes problem_response() sends, without building a Response each time.
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await self._answer(exc, send)
+        except BaseExceptionGroup as group:
+            refusal = None if started else _refusal(group)
+            if refusal is None:
+                raise
+            await self._answer(refusal, send)
+
+    async def _answer(self, exc: CircuitOpenError, send: Send) -> None:
+        seconds = _retry_after_seconds(exc.retry_after)
+        body, headers = _problem(seconds, exc.name if self.expose_name else None)
+        # The same bytes problem_response() sends, without building a Response each time.
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

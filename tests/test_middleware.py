@@ -595,4 +595,211 @@ async def test_handler_registered_for_a_wider_class_leaves_other_errors_alone(
     assert raised.value is error
 
 
+# --- names that UTF-8 cannot carry --------------------------------------------------------------
+
+
+def exposed_body(shown: str, seconds: int) -> dict[str, object]:
+    wait = "1 second" if seconds == 1 else f"{seconds} seconds"
+    return {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": f"Circuit breaker {shown} is open; retry after {wait}.",
+        "breaker": shown.strip("'"),
+        "retry_after": seconds,
+    }
+
+
+async def test_expose_name_with_a_lone_surrogate_answers_a_utf8_503() -> None:
+    # A JSON request body can carry "\udc80", and a route may name a breaker after it.
+    app = fastapi_app(CircuitOpenError("auth\udc80", 2.5))
+    app.add_middleware(CircuitBreakerMiddleware, expose_name=True)
+
+    async with client(app) as http:
+        response = await http.get("/me")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "3"
+    # Strict decoding: the body is valid UTF-8, the surrogate written as the text \udc80.
+    assert json.loads(response.content.decode("utf-8")) == exposed_body("'auth\\udc80'", 3)
+
+
+def test_problem_response_with_a_lone_surrogate_is_the_middlewares_body() -> None:
+    response = problem_response(CircuitOpenError("auth\udc80\ud800", 1.0), expose_name=True)
+
+    assert json.loads(bytes(response.body).decode("utf-8")) == exposed_body(
+        "'auth\\udc80\\ud800'", 1
+    )
+    assert response.headers["content-length"] == str(len(response.body))
+
+
+async def test_names_that_differ_in_a_surrogate_stay_apart_in_the_503() -> None:
+    bodies = []
+    for name in ("a\udc80", "a\udc81", "a\ufffd"):
+        app = CircuitBreakerMiddleware(raising(CircuitOpenError(name, 1.0)), expose_name=True)
+        async with client(app) as http:
+            bodies.append((await http.get("/")).json()["breaker"])
+
+    assert bodies == ["a\\udc80", "a\\udc81", "a\ufffd"]
+
+
+async def test_a_valid_unicode_name_is_sent_as_it_is() -> None:
+    name = "Zahlungsdienst-\u00fc-\U0001f4b3-\u202e"
+    app = CircuitBreakerMiddleware(raising(CircuitOpenError(name, 1.0)), expose_name=True)
+
+    async with client(app) as http:
+        response = await http.get("/")
+
+    assert response.json()["breaker"] == name
+
+
+# --- exception groups (asyncio.TaskGroup) -------------------------------------------------------
+
+
+def fan_out_app(*errors: BaseException, expose_name: bool = False) -> FastAPI:
+    """A route that runs one task per error in a TaskGroup, each raising its error."""
+    app = FastAPI()
+
+    @app.get("/fan-out")
+    async def fan_out() -> str:
+        async def raise_it(error: BaseException) -> None:
+            raise error
+
+        async with asyncio.TaskGroup() as tasks:
+            for error in errors:
+                tasks.create_task(raise_it(error))
+        return "unreachable"  # pragma: no cover
+
+    app.add_middleware(CircuitBreakerMiddleware, expose_name=expose_name)
+    return app
+
+
+async def test_a_task_group_of_refusals_answers_503_with_the_longest_retry_after() -> None:
+    app = fan_out_app(
+        CircuitOpenError("AuthService", 2.0),
+        CircuitOpenError("Billing", 17.2),
+        CircuitOpenError("Search", 5.0),
+    )
+
+    async with client(app) as http:
+        response = await http.get("/fan-out")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "18"
+    assert {k: response.headers[k] for k in PROBLEM_HEADERS} == PROBLEM_HEADERS
+    assert response.json() == generic_body(18)
+
+
+async def test_nested_groups_of_refusals_answer_503_naming_the_longest() -> None:
+    group = ExceptionGroup(
+        "outer",
+        [
+            CircuitOpenError("AuthService", 3.0),
+            ExceptionGroup("inner", [CircuitOpenError("Billing", 40.5)]),
+            CircuitOpenError("Search", math.nan),
+        ],
+    )
+    app = CircuitBreakerMiddleware(raising(group), expose_name=True)
+
+    sent = await serve(app, http_scope())
+
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] == 503
+    assert dict(sent[0]["headers"])[b"retry-after"] == b"41"
+    assert json.loads(sent[1]["body"]) == exposed_body("'Billing'", 41)
+
+
+@pytest.mark.parametrize(
+    "others",
+    [
+        [RuntimeError("boom")],
+        [CallTimeoutError("Billing", 5.0)],
+        [ExceptionGroup("inner", [CircuitOpenError("Billing", 1.0), ValueError("bad")])],
+        [asyncio.CancelledError()],
+    ],
+)
+async def test_a_group_with_anything_but_refusals_is_reraised_unchanged(
+    others: list[BaseException],
+) -> None:
+    group = BaseExceptionGroup("fan-out", [CircuitOpenError("AuthService", 2.0), *others])
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(BaseExceptionGroup) as raised:
+        await CircuitBreakerMiddleware(raising(group))(http_scope(), server_receive(), send)
+
+    assert raised.value is group
+    assert sent == []
+
+
+async def test_a_mixed_task_group_is_still_the_apps_500() -> None:
+    app = fan_out_app(CircuitOpenError("AuthService", 2.0), RuntimeError("boom"))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        response = await http.get("/fan-out")
+
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+
+
+async def test_a_group_of_refusals_after_the_response_started_is_reraised() -> None:
+    group = ExceptionGroup("fan-out", [CircuitOpenError("AuthService", 2.0)])
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise group
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await CircuitBreakerMiddleware(app)(http_scope(), server_receive(), send)
+
+    assert raised.value is group
+    assert [m["type"] for m in sent] == ["http.response.start"]
+
+
+@pytest.mark.parametrize(
+    "handler", [circuit_open_handler, circuit_open_handler_factory(expose_name=True)]
+)
+async def test_the_handler_answers_a_group_of_refusals_like_the_middleware(
+    handler: object,
+) -> None:
+    group = ExceptionGroup(
+        "fan-out", [CircuitOpenError("AuthService", 2.0), CircuitOpenError("Billing", 9.5)]
+    )
+    with_handler = fastapi_app(group)
+    with_handler.add_exception_handler(ExceptionGroup, handler)  # type: ignore[arg-type]
+    with_middleware = CircuitBreakerMiddleware(
+        raising(group), expose_name=handler is not circuit_open_handler
+    )
+
+    async with client(with_handler) as http:
+        handled = await http.get("/me")
+    async with client(with_middleware) as http:
+        caught = await http.get("/")
+
+    assert handled.status_code == 503
+    assert handled.headers["retry-after"] == "10"
+    assert handled.headers.multi_items() == caught.headers.multi_items()
+    assert handled.content == caught.content
+
+
+async def test_the_handler_reraises_a_mixed_group_unchanged() -> None:
+    group = ExceptionGroup("fan-out", [CircuitOpenError("AuthService", 2.0), OSError("down")])
+    app = fastapi_app(group)
+    app.add_exception_handler(ExceptionGroup, circuit_open_handler)
+
+    with pytest.raises(ExceptionGroup) as raised:
+        async with client(app) as http:
+            await http.get("/me")
+
+    assert raised.value is group
+
+
 # --- the optional import ------------------------------------------------------------------------
