@@ -54,6 +54,11 @@ class Attempt:
     def settled(self) -> bool:
         return self._settled
 
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The breaker that admitted the call."""
+        return self._breaker
+
     def answered(self) -> bool:
         """The upstream has answered (an HTTP response's headers arrived, say).
 
@@ -89,6 +94,33 @@ class Attempt:
     def cancelled(self) -> None:
         """The call was abandoned: not the service's fault. A trial's permit goes back."""
         self.failed(asyncio.CancelledError())
+
+    def timed_out(self) -> BaseException:
+        """Count the call as a timeout: the breaker's clock says it passed its time limit,
+        though no timer cancelled it (`answered()` returned False). Returns the error counted,
+        a `CallTimeoutError`. Only for a call with a limit: a trial, or `timeout` set.
+        """
+        if not self._settled:
+            self._timed_out = True
+        return self.failed(asyncio.CancelledError())
+
+    def collected(self) -> bool:
+        """Settle as cancelled from a finalizer, if it is safe there; else do nothing, False.
+
+        For what owns an attempt and is garbage collected unsettled (an unclosed response).
+        A finalizer runs wherever the collector started, perhaps on this thread in the middle
+        of the breaker's own bookkeeping, under its (reentrant) lock: settling there would
+        change the breaker half-way. Then settle it later, with `cancelled()`.
+        """
+        if self._settled or self._ticket is None:
+            self._settled = True
+            return True
+        # `_is_owned` is how `threading.Condition` asks the same of a lock.
+        is_owned = getattr(self._breaker._lock, "_is_owned", None)
+        if is_owned is None or is_owned():
+            return False
+        self.cancelled()
+        return True
 
     def time_limit(self) -> _TimeLimit:
         """An async context that cancels the block at the breaker's time limit.
