@@ -172,8 +172,8 @@ async def test_transport_errors_are_failures_and_reach_the_caller_as_they_are(
     assert counts(breaker) == (0, 1, 0, 0)
 
 
-async def test_an_exception_that_is_not_a_transport_error_counts_as_a_success() -> None:
-    # A request body generator that raises says nothing about the upstream.
+async def test_an_exception_that_is_not_a_transport_error_counts_as_neither() -> None:
+    # A request body generator that raises says nothing about the upstream, good or bad.
     breaker = make_breaker(FakeClock())
 
     async def body() -> AsyncIterator[bytes]:
@@ -183,7 +183,8 @@ async def test_an_exception_that_is_not_a_transport_error_counts_as_a_success() 
     async with client_for(Upstream(status(200)), breaker=breaker) as client:
         with pytest.raises(ValueError, match="bad body"):
             await client.post(URL, content=body())
-    assert counts(breaker) == (1, 0, 0, 0)
+    assert counts(breaker) == (0, 0, 0, 0)
+    assert breaker.stats.fires == 1
 
 
 async def test_is_failure_replaces_the_default_for_responses() -> None:
@@ -233,7 +234,7 @@ def test_default_is_failure() -> None:
     for code, failure in [(200, False), (304, False), (404, False), (429, True), (500, True)]:
         assert default_is_failure(httpx.Response(code, request=request)) is failure
     assert default_is_failure(httpx.ConnectError("x")) is True
-    assert default_is_failure(httpx.PoolTimeout("x")) is True
+    assert default_is_failure(httpx.PoolTimeout("x")) is False  # our own pool, not the upstream
     assert default_is_failure(ValueError("x")) is False
     assert default_is_failure(httpx.StreamConsumed()) is False
 
