@@ -108,6 +108,8 @@ def create_user_app(
         return {"state": breaker.state.value, "retry_after": breaker.retry_after}
 
     # Included after /login: FastAPI tries routes in order, and a request matched past an
-    # included router pays for walking it.
-    app.include_router(health_router())
+    # included router pays for walking it. detail="always" because the demo reads the breaker's
+    # state from /health and listens on 127.0.0.1 only; a deployed service would keep the
+    # default ("never") or use detail="authorized".
+    app.include_router(health_router(detail="always"))
     return app

@@ -8,8 +8,10 @@
         return await auth.call(fetch_user)
 
 `setup_breakers` attaches the registry at `app.state.breaker_registry`, checks at startup that a
-strict registry knows every breaker a route depends on, shuts every breaker down when the app's
-lifespan ends, adds `CircuitBreakerMiddleware`, and documents the 503 in the OpenAPI schema.
+strict registry knows every breaker a route depends on (and every critical breaker of a
+`health_router` that reads the app's registry), shuts every breaker down when the app's lifespan
+ends, answers refusals with a 503 whatever exception handlers the app has, and documents the 503
+in the OpenAPI schema.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of
@@ -32,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._breaker import CircuitBreaker
+from ._errors import CircuitOpenError
 from ._registry import BreakerRegistry
 
 __all__ = [
@@ -43,6 +46,10 @@ __all__ = [
 ]
 
 _STATE_KEY = "breaker_registry"
+
+# Set by health_router on its readiness endpoint when it reads the app's registry: the critical
+# names, which the strict startup check must find configured.
+_CRITICAL_ATTRIBUTE = "_fastapi_breaker_critical"
 
 # The JSON Schema of the body that `fastapi_breaker.middleware.problem_response` sends.
 _PROBLEM_SCHEMA: dict[str, Any] = {
@@ -134,10 +141,14 @@ def setup_breakers(
     """Wire a registry into `app` and return it; call once per app, before it starts.
 
     - the registry (a new non-strict one if None) goes to `app.state.breaker_registry`;
-    - at startup, a strict registry must know every breaker that a route depends on, or startup
-      fails naming each unknown one;
+    - at startup, a strict registry must know every breaker that a route depends on, and every
+      `critical` name of a `health_router` that reads the app's registry, or startup fails
+      naming each unknown one;
     - when the lifespan ends, even by an error, every breaker is shut down;
-    - `middleware=True` adds `CircuitBreakerMiddleware(expose_name=expose_name)`;
+    - `middleware=True` adds `CircuitBreakerMiddleware(expose_name=expose_name)`, and the same
+      answer as the app's exception handler for `CircuitOpenError`, unless the app has its own:
+      Starlette runs exception handlers inside every middleware, so without it a handler for a
+      wider class (`httpx.HTTPError`, say, that an httpx refusal also is) would answer first;
     - the OpenAPI schema documents a 503 on every route that depends on a breaker.
     """
     if registry is None:
@@ -155,10 +166,38 @@ def setup_breakers(
         from .middleware import CircuitBreakerMiddleware
 
         app.add_middleware(CircuitBreakerMiddleware, expose_name=expose_name)
+        _handle_refusals(app, expose_name)
 
     app.router.lifespan_context = _with_breakers(app, registry, app.router.lifespan_context)
     app.openapi = _with_503(app, app.openapi)  # type: ignore[method-assign]
     return registry
+
+
+def _handle_refusals(app: FastAPI, expose_name: bool) -> None:
+    """Make the app's exception handlers answer a refusal with our 503.
+
+    Starlette picks a handler by walking the exception's MRO, and `CircuitOpenError` comes
+    before any other base of a refusal (`HTTPCircuitOpenError`'s MRO puts it before
+    `httpx.TransportError` and `httpx.HTTPError`), so a handler for it wins over any handler for
+    a wider class, added before setup or after. A handler the app registered for
+    `CircuitOpenError` itself is its explicit choice and stays.
+    """
+    from .middleware import circuit_open_handler_factory
+
+    handler = circuit_open_handler_factory(expose_name=expose_name)
+    handlers = app.exception_handlers
+    if CircuitOpenError not in handlers:
+        app.add_exception_handler(CircuitOpenError, handler)
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> Any:
+        # The handlers are copied into the stack when it is built, at the first request or the
+        # lifespan's start: ours must be there then, even if the dict was replaced since.
+        if CircuitOpenError not in app.exception_handlers:
+            app.add_exception_handler(CircuitOpenError, handler)
+        return build()
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def _with_breakers(
@@ -181,22 +220,35 @@ def _with_breakers(
 
 def _check_known(app: FastAPI, registry: BreakerRegistry) -> None:
     overridden = app.dependency_overrides
-    users: dict[str, list[str]] = {}
+    # name -> how it is used ("used by", "critical for") -> where.
+    users: dict[str, dict[str, list[str]]] = {}
+
+    def note(name: str, how: str, where: str) -> None:
+        if name not in registry:
+            seen = users.setdefault(name, {}).setdefault(how, [])
+            if where not in seen:
+                seen.append(where)
+
     for route in _routes(app):
+        methods = sorted(getattr(route, "methods", None) or ["WEBSOCKET"])
+        endpoint = getattr(getattr(route, "original_route", route), "endpoint", None)
+        # HEAD shares the readiness endpoint with GET: naming GET is enough.
+        if "GET" in methods:
+            for name in getattr(endpoint, _CRITICAL_ATTRIBUTE, ()):
+                note(name, "critical for", f"GET {route.path_format}")
         dependant = getattr(route, "dependant", None)
         if dependant is None:
             continue
         # An overridden dependency never runs, nor do its own dependencies: a test may well
         # replace a breaker that the test's registry does not configure.
         for name in _breaker_names(dependant, overridden):
-            if name not in registry:
-                where = f"{','.join(sorted(route.methods or ['WEBSOCKET']))} {route.path_format}"
-                users.setdefault(name, [])
-                if where not in users[name]:
-                    users[name].append(where)
+            note(name, "used by", f"{','.join(methods)} {route.path_format}")
     if users:
         unknown = "; ".join(
-            f"{name!r} (used by {', '.join(users[name])})" for name in sorted(users)
+            f"{name!r} ("
+            + "; ".join(f"{how} {', '.join(where)}" for how, where in sorted(users[name].items()))
+            + ")"
+            for name in sorted(users)
         )
         known = ", ".join(repr(name) for name in sorted(registry.configured)) or "none"
         raise RuntimeError(

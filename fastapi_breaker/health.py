@@ -22,6 +22,10 @@
 
 Each endpoint answers HEAD too (same status and headers, no body), and every response, errors
 raised by `authorize` included, carries `Cache-Control: no-store`: a cached health answer lies.
+
+By default no endpoint names a breaker (`detail="never"`), as Spring Boot's actuator shows no
+details by default: names and traffic describe internal services. A name is printed with each
+lone surrogate written as the text `\\udXXX`, so that the body is always valid UTF-8.
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -39,8 +43,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._breaker import CircuitBreaker
+from ._registry import BreakerRegistry
 from ._state import State
-from .fastapi import get_registry
+from .fastapi import _CRITICAL_ATTRIBUTE, get_registry
+from .middleware import _printable_name
 
 __all__ = [
     "BreakerHealth",
@@ -136,7 +142,7 @@ def health_router(
     *,
     registry: _BreakerSource | None = None,
     critical: Iterable[str] = (),
-    detail: Literal["always", "never", "authorized"] = "always",
+    detail: Literal["always", "never", "authorized"] = "never",
     authorize: Callable[..., Any] | None = None,
     prefix: str = "/health",
     tags: Iterable[str] = ("health",),
@@ -145,12 +151,17 @@ def health_router(
 
     - `registry`: where the breakers come from; None reads `app.state.breaker_registry` at
       each request (what `fastapi_breaker.fastapi.setup_breakers` attaches).
-    - `critical`: names of the breakers whose opening makes the service unready/unhealthy.
-    - `detail`: how much `/health` shows. "always": every breaker; "never": only `status`;
-      "authorized": breakers only when the FastAPI dependency `authorize` returns exactly True
-      (anything else, or an `HTTPException` it raises, hides them or refuses the call).
-      `/health/ready` lists the critical breakers only with "always": probes carry no
-      credentials, and breaker names can name internal services.
+    - `critical`: names of the breakers whose opening makes the service unready/unhealthy. A
+      strict `BreakerRegistry` must configure each: checked here when `registry` is given, else
+      at startup by `setup_breakers` when the app's registry is strict.
+    - `detail`: how much `/health` shows. "never" (the default): only `status`; "always": every
+      breaker, to anyone who can reach the endpoint; "authorized": breakers only when the
+      FastAPI dependency `authorize` returns exactly True (anything else, or an
+      `HTTPException` it raises, hides them or refuses the call). `/health/ready` lists the
+      critical breakers only with "always": probes carry no credentials, and breaker names can
+      name internal services.
+    - `prefix`: a plain path: it starts with '/', does not end with one, and holds no path
+      parameter, query, fragment, whitespace or control character.
     """
     if detail not in _DETAIL_MODES:
         raise ValueError(
@@ -166,10 +177,11 @@ def health_router(
         raise ValueError(f'authorize= is only used with detail="authorized", not {detail!r}')
     critical_names = _names("critical", critical)
     tag_list = list(_names("tags", tags))
-    if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
-        raise ValueError(f"prefix must start with '/' and not end with '/', got {prefix!r}")
+    _check_prefix(prefix)
     if registry is not None and not callable(getattr(registry, "breakers", None)):
         raise TypeError(f"registry must have a breakers() method, got {registry!r}")
+    if isinstance(registry, BreakerRegistry) and registry.strict:
+        _check_configured(critical_names, registry)
 
     critical_set = frozenset(critical_names)
 
@@ -223,8 +235,14 @@ def health_router(
         failing = State.OPEN in states.values()
         body: dict[str, Any] = {"status": "not_ready" if failing else "ready"}
         if show_critical:
-            body["critical"] = {name: state.value for name, state in states.items()}
+            body["critical"] = {
+                _printable_name(name): state.value for name, state in states.items()
+            }
         return JSONResponse(body, status_code=503 if failing else 200)
+
+    if registry is None and critical_names:
+        # The app's registry is known only at startup: setup_breakers' strict check reads this.
+        setattr(ready, _CRITICAL_ATTRIBUTE, critical_names)
 
     router = APIRouter(route_class=_HealthRoute)
     endpoints: list[tuple[str, str, Callable[..., Any], type[BaseModel], str]] = [
@@ -283,10 +301,33 @@ def _health(
                 "stats": breaker.stats.to_dict(),
                 "retry_after": None if state is closed else breaker.retry_after,
             }
-            entries.append(to_json(name) + b":" + to_json(entry, inf_nan_mode="null"))
+            key = to_json(_printable_name(name))
+            entries.append(key + b":" + to_json(entry, inf_nan_mode="null"))
         elif status == "unhealthy":
             break  # nothing left to learn
     return status, b"{" + b",".join(entries) + b"}" if show else b""
+
+
+def _check_prefix(prefix: object) -> None:
+    if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
+        raise ValueError(f"prefix must start with '/' and not end with '/', got {prefix!r}")
+    # Braces would make a path parameter, '?' and '#' a path no request has; whitespace and
+    # control characters (surrogates included) have no place in a route.
+    if any(c in "{}?#" or c.isspace() or not c.isprintable() for c in prefix):
+        raise ValueError(
+            "prefix must be a plain path: no '{', '}', '?', '#', whitespace or control "
+            f"characters, got {prefix!r}"
+        )
+
+
+def _check_configured(critical: tuple[str, ...], registry: BreakerRegistry) -> None:
+    unknown = sorted(name for name in critical if name not in registry.configured)
+    if unknown:
+        known = ", ".join(repr(name) for name in sorted(registry.configured)) or "none"
+        raise ValueError(
+            "critical names breakers that the strict registry does not have: "
+            f"{', '.join(map(repr, unknown))}; configured breakers: {known}"
+        )
 
 
 def _names(field: str, value: Iterable[str]) -> tuple[str, ...]:

@@ -162,12 +162,10 @@ def _problem(seconds: int, name: str | None) -> tuple[bytes, tuple[tuple[bytes, 
 async def circuit_open_handler(request: Request, exc: Exception) -> Response:
     """An exception handler: `app.add_exception_handler(CircuitOpenError, circuit_open_handler)`.
 
-    Registered for `ExceptionGroup` as well, it answers a group made only of refusals.
+    Registered for `ExceptionGroup` as well, it answers a group made only of refusals. Anything
+    else, and any error in a websocket, is re-raised.
     """
-    refusal = _refusal(exc)
-    if refusal is None:
-        # Registered for a wider class: leave the error to whoever handles it next.
-        raise exc
+    refusal = _answerable(request, exc)
     return problem_response(refusal)
 
 
@@ -177,12 +175,19 @@ def circuit_open_handler_factory(
     """An exception handler like `circuit_open_handler`, with the breaker's name on request."""
 
     async def handler(request: Request, exc: Exception) -> Response:
-        refusal = _refusal(exc)
-        if refusal is None:
-            raise exc
-        return problem_response(refusal, expose_name=expose_name)
+        return problem_response(_answerable(request, exc), expose_name=expose_name)
 
     return handler
+
+
+def _answerable(request: Request, exc: Exception) -> CircuitOpenError:
+    """The refusal a handler answers for `exc`, else `exc` raised again."""
+    refusal = _refusal(exc)
+    # A wider class than refusals: leave the error to whoever handles it next. A websocket
+    # cannot take a response; Starlette would drop the answer and, with it, the error.
+    if refusal is None or request.scope["type"] != "http":
+        raise exc
+    return refusal
 
 
 class CircuitBreakerMiddleware:

@@ -15,11 +15,14 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from fastapi_breaker import BreakerRegistry, CircuitBreaker, State
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, State
 from fastapi_breaker.fastapi import CIRCUIT_OPEN_RESPONSE, get_breaker, setup_breakers
+from fastapi_breaker.health import health_router
+from fastapi_breaker.httpx import AsyncBreakerTransport, HTTPCircuitOpenError
 from fastapi_breaker.middleware import CircuitBreakerMiddleware
 from fastapi_breaker.testing import FakeClock
 
@@ -387,6 +390,248 @@ async def test_a_lenient_registry_does_not_check_at_startup() -> None:
 
     async with running(app) as client:
         assert (await client.get("/me")).json() == "AuthService"
+
+
+async def test_strict_startup_checks_the_critical_names_of_health_routes() -> None:
+    registry = BreakerRegistry(breakers={"AuthService": {}}, strict=True)
+    app = plain_app(registry)
+    app.include_router(health_router(critical=["AuthService", "Sidecar"]), prefix="/internal")
+
+    @app.get("/cache")
+    async def cache(breaker: Annotated[CircuitBreaker, Depends(get_breaker("Sidecar"))]) -> str:
+        return breaker.name  # pragma: no cover
+
+    with pytest.raises(RuntimeError) as caught:
+        async with running(app):
+            pass  # pragma: no cover
+
+    assert str(caught.value) == (
+        "strict breaker registry: routes depend on unknown breakers: "
+        "'Sidecar' (critical for GET /internal/health/ready; used by GET /cache). "
+        "Configured breakers: 'AuthService'"
+    )
+
+
+async def test_strict_startup_passes_when_the_critical_names_are_configured() -> None:
+    registry = BreakerRegistry(breakers={"Sidecar": {}}, strict=True, clock=FakeClock())
+    app = plain_app(registry)
+    app.include_router(health_router(critical=["Sidecar"]))
+
+    async with running(app) as client:
+        registry.get("Sidecar").open()
+        response = await client.get("/health/ready")
+
+    assert (response.status_code, response.json()) == (503, {"status": "not_ready"})
+
+
+async def test_critical_names_of_a_health_router_with_its_own_registry_are_not_rechecked() -> None:
+    # That router was checked against its own registry when it was built.
+    app = plain_app(BreakerRegistry(breakers={"AuthService": {}}, strict=True))
+    app.include_router(health_router(registry=BreakerRegistry(), critical=["Sidecar"]))
+
+    async with running(app) as client:
+        assert (await client.get("/health/ready")).json() == {"status": "ready"}
+
+
+# ---------------------------------------------------------------- the app's exception handlers
+
+
+def upstream_app(*, handler_first: bool, expose_name: bool = False) -> tuple[FastAPI, FakeClock]:
+    """An app that maps every httpx error to a 502, as many do, and calls an open breaker."""
+    clock = FakeClock()
+    registry = BreakerRegistry(breakers={"AuthService": {"reset_timeout": 20.0}}, clock=clock)
+    app = FastAPI()
+
+    def add_handler() -> None:
+        @app.exception_handler(httpx.HTTPError)
+        async def upstream_failed(request: Request, exc: httpx.HTTPError) -> JSONResponse:
+            return JSONResponse({"detail": "upstream failed"}, status_code=502)
+
+    if handler_first:
+        add_handler()
+    setup_breakers(app, registry, expose_name=expose_name)
+    if not handler_first:
+        add_handler()
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"user": "ada"})
+
+    @app.get("/me")
+    async def me() -> Any:
+        transport = AsyncBreakerTransport(
+            httpx.MockTransport(upstream), registry=registry, name="AuthService"
+        )
+        async with httpx.AsyncClient(transport=transport, base_url="http://auth") as auth:
+            return (await auth.get("/verify")).json()
+
+    @app.get("/broken")
+    async def broken() -> Any:
+        raise httpx.ConnectError("connection refused")
+
+    return app, clock
+
+
+@pytest.mark.parametrize("handler_first", [True, False])
+async def test_a_refusal_is_a_503_despite_an_httpx_error_handler(handler_first: bool) -> None:
+    app, clock = upstream_app(handler_first=handler_first)
+
+    async with running(app) as client:
+        assert (await client.get("/me")).json() == {"user": "ada"}
+        app.state.breaker_registry.get("AuthService").open()
+        clock.advance(7.5)
+        refused = await client.get("/me")
+        broken = await client.get("/broken")
+
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "13"
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["cache-control"] == "no-store"
+    assert refused.json() == {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "The service is temporarily unavailable; retry after 13 seconds.",
+        "retry_after": 13,
+    }
+    # The app's own handler still answers the other httpx errors.
+    assert (broken.status_code, broken.json()) == (502, {"detail": "upstream failed"})
+
+
+async def test_the_handler_setup_registers_follows_expose_name() -> None:
+    app, _clock = upstream_app(handler_first=False, expose_name=True)
+
+    async with running(app) as client:
+        app.state.breaker_registry.get("AuthService").open()
+        refused = await client.get("/me")
+
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "20"
+    assert refused.json()["breaker"] == "AuthService"
+
+
+@pytest.mark.parametrize("handler_first", [True, False])
+async def test_a_handler_the_app_registers_for_circuit_open_error_itself_is_kept(
+    handler_first: bool,
+) -> None:
+    app = FastAPI()
+
+    async def own(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("come back later", status_code=429)
+
+    if handler_first:
+        app.add_exception_handler(CircuitOpenError, own)
+    setup_breakers(app, BreakerRegistry())
+    if not handler_first:
+        app.add_exception_handler(CircuitOpenError, own)
+
+    @app.get("/me")
+    async def me() -> str:
+        raise CircuitOpenError("AuthService", 3.0)
+
+    async with running(app) as client:
+        response = await client.get("/me")
+
+    assert (response.status_code, response.text) == (429, "come back later")
+
+
+async def test_the_handler_is_back_even_if_the_apps_handlers_were_replaced() -> None:
+    app = FastAPI()
+    setup_breakers(app, BreakerRegistry())
+    app.exception_handlers = {}
+
+    @app.get("/me")
+    async def me() -> str:
+        raise HTTPCircuitOpenError("AuthService", 2.0)
+
+    @app.exception_handler(httpx.HTTPError)
+    async def upstream_failed(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("bad gateway", status_code=502)  # pragma: no cover
+
+    async with running(app) as client:
+        response = await client.get("/me")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+
+
+def test_without_the_middleware_no_handler_is_registered() -> None:
+    # middleware=False: the app answers refusals itself.
+    app = plain_app()
+
+    assert CircuitOpenError not in app.exception_handlers
+
+
+async def test_a_task_group_of_transport_refusals_is_a_503_despite_an_httpx_handler() -> None:
+    clock = FakeClock()
+    registry = BreakerRegistry(
+        breakers={"AuthService": {"reset_timeout": 20.0}, "Billing": {"reset_timeout": 45.0}},
+        clock=clock,
+    )
+    app = FastAPI()
+    setup_breakers(app, registry)
+
+    @app.exception_handler(httpx.HTTPError)
+    async def upstream_failed(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("bad gateway", status_code=502)  # pragma: no cover
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)  # pragma: no cover
+
+    @app.get("/dashboard")
+    async def dashboard() -> str:
+        async with asyncio.TaskGroup() as tasks:
+            for name in ("AuthService", "Billing"):
+                transport = AsyncBreakerTransport(
+                    httpx.MockTransport(upstream), registry=registry, name=name
+                )
+                client = httpx.AsyncClient(transport=transport, base_url="http://upstream")
+                tasks.create_task(client.get("/"))
+        return "unreachable"  # pragma: no cover
+
+    async with running(app) as client:
+        registry.get("AuthService").open()
+        registry.get("Billing").open()
+        clock.advance(4.2)
+        response = await client.get("/dashboard")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "41"  # ceil(45 - 4.2), the longer of the two
+    assert response.json()["retry_after"] == 41
+
+
+async def test_a_refusal_in_a_websocket_route_still_reaches_the_server() -> None:
+    # A handler cannot answer a websocket with a response: the error must not be swallowed.
+    app = FastAPI()
+    setup_breakers(app, BreakerRegistry())
+
+    @app.websocket("/live")
+    async def live(websocket: WebSocket) -> None:
+        raise CircuitOpenError("AuthService", 2.0)
+
+    scope = {
+        "type": "websocket",
+        "path": "/live",
+        "raw_path": b"/live",
+        "query_string": b"",
+        "headers": [],
+        "root_path": "",
+        "scheme": "ws",
+        "subprotocols": [],
+        "asgi": {"version": "3.0"},
+        "client": ("127.0.0.1", 5),
+        "server": ("t", 80),
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(CircuitOpenError):
+        await app(scope, receive, send)
+    assert sent == []
 
 
 # ---------------------------------------------------------------- OpenAPI

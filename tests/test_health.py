@@ -1,5 +1,6 @@
 """health_router(): /health, /health/live and /health/ready, their bodies, statuses and headers."""
 
+import json
 from typing import Annotated, Any
 
 import httpx
@@ -121,7 +122,7 @@ async def fail() -> None:
 
 
 async def test_no_breakers_yet_is_healthy() -> None:
-    response = await send(make_app(registry=StandInRegistry()), "/health")
+    response = await send(make_app(detail="always", registry=StandInRegistry()), "/health")
 
     assert response.status_code == 200
     assert response.json() == {"status": "healthy", "details": {}}
@@ -137,7 +138,7 @@ async def test_every_breaker_closed_is_healthy_with_stats() -> None:
         return "ok"
 
     assert await auth.call(answer_slowly) == "ok"
-    app = make_app(registry=StandInRegistry(auth, users), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth, users), critical=["auth"])
 
     response = await send(app, "/health")
 
@@ -158,13 +159,13 @@ async def test_every_breaker_closed_is_healthy_with_stats() -> None:
 async def test_open_non_critical_breaker_is_degraded_and_200() -> None:
     clock = FakeClock()
     auth = CircuitBreaker(name="auth", clock=clock, reset_timeout=30.0)
-    users = CircuitBreaker(name="users", clock=clock)
+    users = CircuitBreaker(name="users", clock=clock, volume_threshold=0)
     with pytest.raises(ConnectionError):
         await users.call(fail)  # 1 failure of 1: 100% > 50%, opens
     clock.advance(5.0)
     with pytest.raises(CircuitOpenError):
         await users.call(fail)
-    app = make_app(registry=StandInRegistry(auth, users), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth, users), critical=["auth"])
 
     response = await send(app, "/health")
 
@@ -187,7 +188,7 @@ async def test_half_open_critical_breaker_is_only_degraded() -> None:
     auth = CircuitBreaker(name="auth", clock=clock, reset_timeout=30.0)
     auth.open()
     clock.advance(30.0)  # the reset timeout passed: the next look sees half-open
-    app = make_app(registry=StandInRegistry(auth), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth), critical=["auth"])
 
     response = await send(app, "/health")
 
@@ -204,7 +205,7 @@ async def test_open_critical_breaker_is_unhealthy_and_503() -> None:
     users = CircuitBreaker(name="users", clock=clock)
     auth.open()
     clock.advance(12.0)
-    app = make_app(registry=StandInRegistry(auth, users), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth, users), critical=["auth"])
 
     response = await send(app, "/health")
 
@@ -221,7 +222,7 @@ async def test_open_critical_breaker_is_unhealthy_and_503() -> None:
 async def test_force_opened_critical_breaker_is_unhealthy() -> None:
     auth = CircuitBreaker(name="auth", clock=FakeClock(), reset_timeout=30.0)
     auth.force_open()
-    app = make_app(registry=StandInRegistry(auth), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth), critical=["auth"])
 
     response = await send(app, "/health")
 
@@ -235,7 +236,7 @@ async def test_health_body_validates_against_its_model() -> None:
     clock = FakeClock()
     auth = CircuitBreaker(name="auth", clock=clock)
     auth.open()
-    app = make_app(registry=StandInRegistry(auth), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth), critical=["auth"])
 
     body = (await send(app, "/health")).json()
 
@@ -249,7 +250,7 @@ async def test_a_thousand_breakers_are_all_reported() -> None:
     clock = FakeClock()
     breakers = [CircuitBreaker(name=f"svc-{i}", clock=clock) for i in range(1000)]
     breakers[500].open()
-    app = make_app(registry=StandInRegistry(*breakers))
+    app = make_app(detail="always", registry=StandInRegistry(*breakers))
 
     body = (await send(app, "/health")).json()
 
@@ -286,7 +287,7 @@ async def test_live_needs_no_registry_on_the_app() -> None:
 async def test_ready_while_critical_breakers_are_closed() -> None:
     clock = FakeClock()
     auth = CircuitBreaker(name="auth", clock=clock)
-    app = make_app(registry=StandInRegistry(auth), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth), critical=["auth"])
 
     response = await send(app, "/health/ready")
 
@@ -299,7 +300,7 @@ async def test_ready_ignores_open_breakers_that_are_not_critical() -> None:
     auth = CircuitBreaker(name="auth", clock=clock)
     users = CircuitBreaker(name="users", clock=clock)
     users.force_open()
-    app = make_app(registry=StandInRegistry(auth, users), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth, users), critical=["auth"])
 
     response = await send(app, "/health/ready")
 
@@ -310,7 +311,7 @@ async def test_ready_ignores_open_breakers_that_are_not_critical() -> None:
 async def test_ready_with_nothing_critical_is_ready_whatever_is_open() -> None:
     users = CircuitBreaker(name="users", clock=FakeClock())
     users.open()
-    app = make_app(registry=StandInRegistry(users))
+    app = make_app(detail="always", registry=StandInRegistry(users))
 
     response = await send(app, "/health/ready")
 
@@ -323,7 +324,9 @@ async def test_not_ready_while_a_critical_breaker_is_open() -> None:
     auth = CircuitBreaker(name="auth", clock=clock, reset_timeout=30.0)
     payments = CircuitBreaker(name="payments", clock=clock)
     auth.open()
-    app = make_app(registry=StandInRegistry(auth, payments), critical=["auth", "payments"])
+    app = make_app(
+        detail="always", registry=StandInRegistry(auth, payments), critical=["auth", "payments"]
+    )
 
     response = await send(app, "/health/ready")
 
@@ -338,7 +341,7 @@ async def test_ready_again_once_the_critical_breaker_is_half_open() -> None:
     clock = FakeClock()
     auth = CircuitBreaker(name="auth", clock=clock, reset_timeout=30.0)
     auth.open()
-    app = make_app(registry=StandInRegistry(auth), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth), critical=["auth"])
     assert (await send(app, "/health/ready")).status_code == 503
 
     clock.advance(30.0)
@@ -349,7 +352,7 @@ async def test_ready_again_once_the_critical_breaker_is_half_open() -> None:
 
 
 async def test_critical_breaker_never_used_counts_as_closed() -> None:
-    app = make_app(registry=StandInRegistry(), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(), critical=["auth"])
 
     response = await send(app, "/health/ready")
 
@@ -360,7 +363,7 @@ async def test_critical_breaker_never_used_counts_as_closed() -> None:
 async def test_ready_body_validates_against_its_model() -> None:
     auth = CircuitBreaker(name="auth", clock=FakeClock())
     auth.open()
-    app = make_app(registry=StandInRegistry(auth), critical=["auth"])
+    app = make_app(detail="always", registry=StandInRegistry(auth), critical=["auth"])
 
     body = (await send(app, "/health/ready")).json()
 
@@ -521,13 +524,28 @@ async def test_live_and_ready_never_run_authorize() -> None:
     assert (ready.status_code, ready.json()) == (503, {"status": "not_ready"})
 
 
+async def test_details_are_hidden_by_default() -> None:
+    # As Spring Boot's actuator (show-details: never): names and traffic are internal.
+    clock = FakeClock()
+    auth = CircuitBreaker(name="auth", clock=clock)
+    users = CircuitBreaker(name="users", clock=clock)
+    auth.open()
+    app = make_app(registry=StandInRegistry(auth, users), critical=["auth"])
+
+    health = await send(app, "/health")
+    ready = await send(app, "/health/ready")
+
+    assert (health.status_code, health.json()) == (503, {"status": "unhealthy"})
+    assert (ready.status_code, ready.json()) == (503, {"status": "not_ready"})
+
+
 # ------------------------------------------------------------------ where the registry comes from
 
 
 async def test_registry_defaults_to_the_apps() -> None:
     registry = BreakerRegistry(breakers={"auth": {}}, clock=FakeClock())
     registry.get("auth").open()
-    app = make_app(critical=["auth"])
+    app = make_app(detail="always", critical=["auth"])
     app.state.breaker_registry = registry
 
     response = await send(app, "/health/ready")
@@ -601,7 +619,7 @@ def test_openapi_shows_the_response_models() -> None:
             r"authorize must be a callable FastAPI dependency, got 'admin'",
         ),
         (
-            {"authorize": token_is_secret},
+            {"detail": "always", "authorize": token_is_secret},
             ValueError,
             r'authorize= is only used with detail="authorized", not \'always\'',
         ),
@@ -632,6 +650,101 @@ def test_bad_arguments_are_refused_when_the_router_is_built(
         health_router(**options)
 
 
+def strict_registry() -> BreakerRegistry:
+    return BreakerRegistry(breakers={"auth": {}, "users": {}}, strict=True, clock=FakeClock())
+
+
+def test_critical_names_unknown_to_a_strict_registry_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"^critical names breakers") as caught:
+        health_router(registry=strict_registry(), critical=["auth", "Sidecar", "Cache"])
+
+    assert str(caught.value) == (
+        "critical names breakers that the strict registry does not have: 'Cache', 'Sidecar'; "
+        "configured breakers: 'auth', 'users'"
+    )
+
+
+def test_critical_names_known_to_a_strict_registry_are_accepted() -> None:
+    health_router(registry=strict_registry(), critical=["users", "auth"])
+
+
+def test_a_lenient_registry_accepts_any_critical_name() -> None:
+    # Any name exists in a lenient registry, created on first use.
+    health_router(registry=BreakerRegistry(), critical=["Sidecar"])
+    health_router(registry=StandInRegistry(), critical=["Sidecar"])
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "/health/{name}",
+        "/ops{",
+        "/ops}",
+        "/he alth",
+        "/health\t",
+        "/health\n",
+        "/health\x00",
+        "/health\x7f",
+        "/health\u200b",
+        "/health\u2028",
+        "/health\udc80",
+        "/health?x=1",
+        "/health#top",
+    ],
+)
+def test_a_prefix_that_no_request_path_could_match_safely_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match=r"^prefix must be a plain path") as caught:
+        health_router(prefix=prefix)
+
+    assert str(caught.value) == (
+        "prefix must be a plain path: no '{', '}', '?', '#', whitespace or control "
+        f"characters, got {prefix!r}"
+    )
+
+
+async def test_a_prefix_with_unicode_letters_is_accepted() -> None:
+    app = make_app(registry=StandInRegistry(), prefix="/sant\u00e9")
+
+    assert (await send(app, "/sant%C3%A9/live")).status_code == 200
+
+
+# ------------------------------------------------------------------ names UTF-8 cannot carry
+
+
+async def test_health_with_a_lone_surrogate_name_is_valid_utf8_json() -> None:
+    clock = FakeClock()
+    registry = BreakerRegistry(clock=clock)
+    registry.get("tenant-\udc80").open()
+    registry.get("tenant-\udc81")
+    registry.get("tenant-\u00e9")
+    app = make_app(registry=registry, detail="always")
+
+    response = await send(app, "/health")
+
+    assert response.status_code == 200
+    body = json.loads(response.content.decode("utf-8"))  # strict: no surrogate on the wire
+    assert body["status"] == "degraded"
+    assert {name: entry["state"] for name, entry in body["details"].items()} == {
+        "tenant-\\udc80": "open",
+        "tenant-\\udc81": "closed",
+        "tenant-\u00e9": "closed",
+    }
+
+
+async def test_ready_with_a_lone_surrogate_critical_name_is_valid_utf8_json() -> None:
+    registry = BreakerRegistry(breakers={"auth\udc80": {}}, strict=True, clock=FakeClock())
+    registry.get("auth\udc80").open()
+    app = make_app(registry=registry, critical=["auth\udc80"], detail="always")
+
+    response = await send(app, "/health/ready")
+
+    assert response.status_code == 503
+    assert json.loads(response.content.decode("utf-8")) == {
+        "status": "not_ready",
+        "critical": {"auth\\udc80": "open"},
+    }
+
+
 # ------------------------------------------------------------------ with the real BreakerRegistry
 
 
@@ -639,8 +752,10 @@ async def test_real_registry_from_app_state() -> None:
     from fastapi_breaker import BreakerRegistry
 
     clock = FakeClock()
-    registry = BreakerRegistry({"reset_timeout": 20.0}, {"auth": {}}, clock=clock)
-    app = make_app(critical=["auth", "users"])
+    registry = BreakerRegistry(
+        {"reset_timeout": 20.0, "volume_threshold": 0}, {"auth": {}}, clock=clock
+    )
+    app = make_app(detail="always", critical=["auth", "users"])
     app.state.breaker_registry = registry
 
     # Configured but never used: not created, so /health lists nothing and /ready is ready.
@@ -682,7 +797,7 @@ async def test_real_registry_passed_explicitly_and_shut_down() -> None:
     clock = FakeClock()
     registry = BreakerRegistry(clock=clock)
     registry.get("users").open()
-    app = make_app(registry=registry)
+    app = make_app(detail="always", registry=registry)
 
     degraded = await send(app, "/health")
     assert (degraded.status_code, degraded.json()["status"]) == (200, "degraded")
