@@ -1,30 +1,38 @@
-"""Breaker options from environment variables or a mapping, validated by pydantic.
+"""Breaker options from environment variables, `.env` files or a mapping, validated by pydantic.
 
     FASTAPI_BREAKER_STRICT=true
     FASTAPI_BREAKER_DEFAULTS__TIMEOUT=5
     FASTAPI_BREAKER_BREAKERS='{"AuthService": {"timeout": 5, "reset_timeout": 20}}'
 
     registry = registry_from_settings()              # reads the environment
+    registry = registry_from_settings(RegistrySettings(_env_file=".env"))  # and a .env file
     registry = registry_from_settings({"breakers": {"AuthService": {"timeout": 5}}})
 
 Per-breaker variables also work, `FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT=5`, and keep
-the name's case as written. A per-breaker entry overrides the defaults only in the keys it sets.
-Set `timeout` or `half_open_timeout` to `null` to disable them. `error_filter` is code, not
-configuration: pass it to `BreakerRegistry` directly.
+the name's case as written, in the environment and in `.env` files alike. A per-breaker entry
+overrides the defaults only in the keys it sets. Set `timeout` or `half_open_timeout` to `null`
+to disable them. `error_filter` is code, not configuration: pass it to `BreakerRegistry`.
+
+Nothing is silently ignored: a `FASTAPI_BREAKER_*` variable that means nothing (a typo such as
+`FASTAPI_BREAKER_STRCT`) fails, naming it; a number must be a number (`true` is not 1).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 try:
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+    from dotenv import dotenv_values  # pydantic-settings' own dependency
+    from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
     from pydantic.fields import FieldInfo
+    from pydantic_core import PydanticCustomError
     from pydantic_settings import (
         BaseSettings,
-        EnvSettingsSource,
         PydanticBaseSettingsSource,
         SettingsConfigDict,
     )
@@ -35,14 +43,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._clock import Clock
-from ._registry import BreakerRegistry
+from ._options import MAX_BUCKETS, MAX_COUNT, MAX_SECONDS, BreakerOptions, shown
+from ._registry import DEFAULT_MAX_BREAKERS, BreakerRegistry
 
 __all__ = ["BreakerSettings", "BreakerSettingsError", "RegistrySettings", "registry_from_settings"]
 
-# The same ranges that BreakerOptions checks, as constraints, so that OpenAPI-style tooling and
-# pydantic's errors state them. Infinity and NaN are refused by the model config.
-_Seconds = Annotated[float, Field(gt=0)]
-_Percent = Annotated[float, Field(ge=0, le=100)]
+# The same ranges that BreakerOptions checks, as constraints, so that pydantic's errors state
+# them and list every problem at once. Strict: a bool is not a number (`timeout: true` is not
+# 1 second), nor is a string; an int is a valid float. Infinity and NaN are refused by the
+# model config. Text from environment variables is turned into numbers before validation.
+_Seconds = Annotated[float, Strict(), Field(gt=0, le=MAX_SECONDS)]
+_Percent = Annotated[float, Strict(), Field(ge=0, le=100)]
+_Buckets = Annotated[int, Strict(), Field(ge=1, le=MAX_BUCKETS)]
+_Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]
+_Volume = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
+_MaxBreakers = Annotated[int, Strict(), Field(ge=1)]
+
+# BreakerOptions stays the one source of defaults.
+_DEFAULT = BreakerOptions()
 
 
 class BreakerSettingsError(ValueError):
@@ -54,17 +72,27 @@ class BreakerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    timeout: _Seconds | None = 10.0
-    reset_timeout: _Seconds = 30.0
-    error_threshold_percentage: _Percent = 50.0
-    rolling_count_timeout: _Seconds = 10.0
-    rolling_count_buckets: Annotated[int, Field(ge=1)] = 10
-    volume_threshold: Annotated[int, Field(ge=0)] = 0
-    allow_warm_up: bool = False
-    capacity: Annotated[int, Field(ge=1)] | None = None
-    enabled: bool = True
-    half_open_max_calls: Annotated[int, Field(ge=1)] = 1
-    half_open_timeout: _Seconds | None = None
+    timeout: _Seconds | None = _DEFAULT.timeout
+    reset_timeout: _Seconds = _DEFAULT.reset_timeout
+    error_threshold_percentage: _Percent = _DEFAULT.error_threshold_percentage
+    rolling_count_timeout: _Seconds = _DEFAULT.rolling_count_timeout
+    rolling_count_buckets: _Buckets = _DEFAULT.rolling_count_buckets
+    volume_threshold: _Volume = _DEFAULT.volume_threshold
+    allow_warm_up: bool = _DEFAULT.allow_warm_up
+    capacity: _Count | None = _DEFAULT.capacity
+    enabled: bool = _DEFAULT.enabled
+    half_open_max_calls: _Count = _DEFAULT.half_open_max_calls
+    half_open_timeout: _Seconds | None = _DEFAULT.half_open_timeout
+
+
+def _named(breakers: dict[str, BreakerSettings]) -> dict[str, BreakerSettings]:
+    if "" in breakers:
+        # The registry would refuse it later with a bare ValueError; say it here, with the rest.
+        raise PydanticCustomError("breaker_name", "a breaker name must be a non-empty string")
+    return breakers
+
+
+_Breakers = Annotated[dict[str, BreakerSettings], AfterValidator(_named)]
 
 
 class _RegistryFields(BaseModel):
@@ -72,12 +100,19 @@ class _RegistryFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     defaults: BreakerSettings = Field(default_factory=BreakerSettings)
-    breakers: dict[str, BreakerSettings] = Field(default_factory=dict)
+    breakers: _Breakers = Field(default_factory=dict)
     strict: bool = False
+    max_breakers: _MaxBreakers | None = DEFAULT_MAX_BREAKERS
 
 
 class RegistrySettings(BaseSettings):
-    """A registry's configuration, read from `FASTAPI_BREAKER_*` environment variables."""
+    """A registry's configuration, read from `FASTAPI_BREAKER_*` variables.
+
+    From the environment, and from `.env` files given as pydantic-settings takes them
+    (`RegistrySettings(_env_file=".env")`, or `env_file` in a subclass's `model_config`); the
+    environment wins. Only the variables with the prefix are read, so a `.env` file may hold
+    the rest of the app's settings too.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="FASTAPI_BREAKER_",
@@ -87,8 +122,9 @@ class RegistrySettings(BaseSettings):
     )
 
     defaults: BreakerSettings = Field(default_factory=BreakerSettings)
-    breakers: dict[str, BreakerSettings] = Field(default_factory=dict)
+    breakers: _Breakers = Field(default_factory=dict)
     strict: bool = False
+    max_breakers: _MaxBreakers | None = DEFAULT_MAX_BREAKERS
 
     @classmethod
     def settings_customise_sources(
@@ -99,49 +135,213 @@ class RegistrySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        if type(env_settings) is EnvSettingsSource:
-            env_settings = _NameKeepingEnvSource(
-                settings_cls,
-                case_sensitive=env_settings.case_sensitive,
-                env_prefix=env_settings.env_prefix,
-                env_nested_delimiter=env_settings.env_nested_delimiter,
-                env_ignore_empty=env_settings.env_ignore_empty,
-                env_parse_none_str=env_settings.env_parse_none_str,
-                env_parse_enums=env_settings.env_parse_enums,
-            )
-        return init_settings, env_settings, dotenv_settings, file_secret_settings
+        # Our one source replaces pydantic-settings' environment and dotenv sources: they
+        # lower-case every variable name (a breaker called AuthService would become
+        # authservice) and pass over variables that match no field (a typo goes unnoticed).
+        config = settings_cls.model_config
+        variables = _Variables(
+            settings_cls,
+            prefix=getattr(env_settings, "env_prefix", None) or config.get("env_prefix") or "",
+            env_files=getattr(dotenv_settings, "env_file", None),
+            encoding=getattr(dotenv_settings, "env_file_encoding", None),
+        )
+        return init_settings, variables, file_secret_settings
 
 
-class _NameKeepingEnvSource(EnvSettingsSource):
-    """Reads `..._BREAKERS__<name>__...` variables without lower-casing the breaker's name.
+# What each option is, for reading it from text.
+_FLAGS = frozenset(
+    name for name, field in BreakerSettings.model_fields.items() if field.annotation is bool
+)
+_OPTIONS = tuple(BreakerSettings.model_fields)
+_DELIMITER = "__"
+_NONE = "null"
 
-    pydantic-settings matches variable names case-insensitively by lower-casing them all, which
-    would turn `AuthService` into `authservice`: a breaker the app never asks for.
+
+class _Variables(PydanticBaseSettingsSource):
+    """`<prefix>*` variables from `.env` files and the environment, breaker names as written.
+
+    Their names are matched without regard to case, except a breaker's name. Each variable is
+    one of: `<prefix>STRICT`, `<prefix>MAX_BREAKERS`, `<prefix>DEFAULTS` (JSON),
+    `<prefix>DEFAULTS__<option>`, `<prefix>BREAKERS` (JSON), `<prefix>BREAKERS__<name>` (JSON)
+    and `<prefix>BREAKERS__<name>__<option>`; any other with the prefix is an error.
     """
 
-    def explode_env_vars(
-        self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]
-    ) -> dict[str, Any]:
-        exploded = super().explode_env_vars(field_name, field, env_vars)
-        if field_name != "breakers" or self.case_sensitive or not self.env_nested_delimiter:
-            return exploded
-        head = f"{self.env_prefix}{field_name}{self.env_nested_delimiter}".lower()
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        *,
+        prefix: str,
+        env_files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None,
+        encoding: str | None,
+    ) -> None:
+        super().__init__(settings_cls)
+        self.prefix = prefix
+        self.env_files = env_files
+        self.encoding = encoding
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every field at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        origins = [
+            *((str(path), variables) for path, variables in self._dotenv()),
+            ("", os.environ),
+        ]
+        unknown: list[str] = []
         spellings: dict[str, set[str]] = {}
-        for variable in os.environ:
-            if variable.lower().startswith(head):
-                name = variable[len(head) :].split(self.env_nested_delimiter, 1)[0]
-                spellings.setdefault(name.lower(), set()).add(name)
-        kept: dict[str, Any] = {}
-        for lowered, value in exploded.items():
-            names = spellings.get(lowered, {lowered})
+        merged: dict[str, Any] = {}
+        for where, variables in origins:
+            data = self._read(variables, where, unknown, spellings)
+            # The environment over the files, and a later file over an earlier one, key by key.
+            merged = _merge(merged, data)
+        if unknown:
+            label = "unknown variable" if len(unknown) == 1 else "unknown variables"
+            raise BreakerSettingsError(
+                f"invalid circuit breaker settings: {label} {', '.join(sorted(unknown))}; "
+                f"the variables are {', '.join(self._forms())}"
+            )
+        for names in spellings.values():
             if len(names) > 1:
-                listed = ", ".join(sorted(names))
                 raise BreakerSettingsError(
-                    f"one breaker is spelled in several ways in the environment: {listed}; "
-                    "breaker names are case-sensitive, so write each name one way"
+                    "one breaker is spelled in several ways in the environment: "
+                    f"{', '.join(sorted(names))}; breaker names are case-sensitive, so write "
+                    "each name one way"
                 )
-            kept[names.pop()] = value
-        return kept
+        return merged
+
+    def _dotenv(self) -> list[tuple[Path, Mapping[str, str | None]]]:
+        files = self.env_files
+        if files is None:
+            return []
+        paths = [files] if isinstance(files, str | os.PathLike) else list(files)
+        found: list[tuple[Path, Mapping[str, str | None]]] = []
+        for path in map(Path, paths):
+            path = path.expanduser()
+            # A missing file is skipped, as pydantic-settings does: .env is for development.
+            if path.is_file():
+                found.append((path, dotenv_values(path, encoding=self.encoding or "utf-8")))
+        return found
+
+    def _read(
+        self,
+        variables: Mapping[str, str | None],
+        where: str,
+        unknown: list[str],
+        spellings: dict[str, set[str]],
+    ) -> dict[str, Any]:
+        head = self.prefix.lower()
+        # Three layers, each over the one before: <prefix>FIELD=..., <prefix>BREAKERS__<name>=
+        # JSON, and one option per variable, whatever their order in `variables`.
+        whole: dict[str, Any] = {}
+        named: dict[str, Any] = {}
+        parts: dict[str, Any] = {}
+        for variable, text in variables.items():
+            if text is None or variable[: len(head)].lower() != head:
+                continue
+            field, *rest = variable[len(head) :].split(_DELIMITER)
+            field = field.lower()
+            if field in ("strict", "max_breakers", "defaults", "breakers") and not rest:
+                whole[field] = self._value(field, variable, text)
+            elif field == "defaults" and len(rest) == 1 and rest[0].lower() in _OPTIONS:
+                option = rest[0].lower()
+                parts.setdefault("defaults", {})[option] = _option(option, text)
+            elif field == "breakers" and (len(rest) == 1 or _is_option(rest)):
+                name = rest[0]
+                if not name:
+                    raise BreakerSettingsError(
+                        f"invalid circuit breaker settings: {variable} names no breaker: write "
+                        f"{self.prefix}BREAKERS{_DELIMITER}<name>{_DELIMITER}<option>"
+                    )
+                spellings.setdefault(name.lower(), set()).add(name)
+                if len(rest) == 1:
+                    named.setdefault("breakers", {})[name] = _json(variable, text)
+                else:
+                    option = rest[1].lower()
+                    entry = parts.setdefault("breakers", {}).setdefault(name, {})
+                    entry[option] = _option(option, text)
+            else:
+                unknown.append(variable + self._hint(variable) + (f" in {where}" if where else ""))
+        json_breakers = whole.get("breakers")
+        if isinstance(json_breakers, dict):
+            for name in json_breakers:
+                if isinstance(name, str):
+                    spellings.setdefault(name.lower(), set()).add(name)
+        merged: dict[str, Any] = _merge(_merge(whole, named), parts)
+        return merged
+
+    def _value(self, field: str, variable: str, text: str) -> Any:
+        if field in ("defaults", "breakers"):
+            return _json(variable, text)
+        if field == "max_breakers":
+            return None if text == _NONE else _number(text)
+        return text  # strict: pydantic reads "true", "false", "1", "0", "yes", "no"...
+
+    def _forms(self) -> list[str]:
+        p, d = self.prefix, _DELIMITER
+        return [
+            f"{p}STRICT",
+            f"{p}MAX_BREAKERS",
+            f"{p}DEFAULTS",
+            f"{p}DEFAULTS{d}<option>",
+            f"{p}BREAKERS",
+            f"{p}BREAKERS{d}<name>",
+            f"{p}BREAKERS{d}<name>{d}<option>",
+        ]
+
+    def _hint(self, variable: str) -> str:
+        """` (did you mean X?)` when a valid variable is close to `variable`."""
+        p, d = self.prefix, _DELIMITER
+        options = [option.upper() for option in _OPTIONS]
+        candidates = [f"{p}STRICT", f"{p}MAX_BREAKERS", f"{p}DEFAULTS", f"{p}BREAKERS"]
+        candidates += [f"{p}DEFAULTS{d}{option}" for option in options]
+        rest = variable[len(p) :].split(d)
+        if len(rest) >= 3 and rest[0].lower() == "breakers":
+            # Same breaker name, as written: only the option can be the typo.
+            candidates += [f"{p}BREAKERS{d}{rest[1]}{d}{option}" for option in options]
+        by_upper = {candidate.upper(): candidate for candidate in candidates}
+        close = difflib.get_close_matches(variable.upper(), list(by_upper), n=1, cutoff=0.9)
+        return f" (did you mean {by_upper[close[0]]}?)" if close else ""
+
+
+def _is_option(rest: list[str]) -> bool:
+    # BREAKERS__<name>__<option>: exactly a name and an option.
+    return len(rest) == 2 and rest[1].lower() in _OPTIONS
+
+
+def _option(option: str, text: str) -> Any:
+    if text == _NONE:
+        return None
+    return text if option in _FLAGS else _number(text)
+
+
+def _number(text: str) -> Any:
+    """The number `text` spells, else `text` itself, for pydantic to refuse with its reason."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _json(variable: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BreakerSettingsError(
+            f"invalid circuit breaker settings: {variable} is not valid JSON: {exc}"
+        ) from None
+
+
+def _merge(base: Any, top: Any) -> Any:
+    """`top` over `base`, key by key in nested dicts."""
+    if not isinstance(base, dict) or not isinstance(top, dict):
+        return top if top is not None or base is None else base
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _merge(merged.get(key), value) if key in merged else value
+    return merged
 
 
 def registry_from_settings(
@@ -149,7 +349,8 @@ def registry_from_settings(
 ) -> BreakerRegistry:
     """A `BreakerRegistry` from settings: the environment (None), a mapping, or `RegistrySettings`.
 
-    Raises `BreakerSettingsError` (a `ValueError`) naming each breaker and field that is wrong.
+    Raises `BreakerSettingsError` (a `ValueError`) naming each breaker and field that is wrong,
+    or the variable that means nothing.
     """
     settings: RegistrySettings | _RegistryFields
     try:
@@ -168,20 +369,25 @@ def registry_from_settings(
     except _PydanticSettingsError as exc:
         if isinstance(exc.__cause__, BreakerSettingsError):
             raise exc.__cause__ from None
-        # A variable that is not valid JSON, say; the cause holds the parser's own words.
+        # A secrets directory that cannot be read, say; the cause holds the reader's own words.
         cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
         raise BreakerSettingsError(f"invalid circuit breaker settings: {exc}{cause}") from exc
-    return BreakerRegistry(
-        # Only the keys that were set, so that BreakerOptions stays the one source of defaults
-        # and a breaker's own entry overrides the defaults in exactly the keys it names.
-        settings.defaults.model_dump(exclude_unset=True),
-        {
-            name: options.model_dump(exclude_unset=True)
-            for name, options in settings.breakers.items()
-        },
-        strict=settings.strict,
-        clock=clock,
-    )
+    try:
+        return BreakerRegistry(
+            # Only the keys that were set, so that BreakerOptions stays the one source of
+            # defaults and a breaker's own entry overrides the defaults in exactly its keys.
+            settings.defaults.model_dump(exclude_unset=True),
+            {
+                name: options.model_dump(exclude_unset=True)
+                for name, options in settings.breakers.items()
+            },
+            strict=settings.strict,
+            clock=clock,
+            max_breakers=settings.max_breakers,
+        )
+    except ValueError as exc:
+        # What needs several options together (the bucket width) or the names (max_breakers).
+        raise BreakerSettingsError(f"invalid circuit breaker settings: {exc}") from exc
 
 
 def _describe(exc: ValidationError) -> str:
@@ -191,7 +397,9 @@ def _describe(exc: ValidationError) -> str:
     for error in errors:
         loc = error["loc"]
         where = ".".join(str(part) for part in loc) or "settings"
-        line = f"  {where}: {error['msg']} (got {error['input']!r})"
+        line = f"  {where}: {error['msg']}"
+        if error["type"] != "breaker_name":  # its input is the whole mapping of breakers
+            line += f" (got {shown(error['input'])})"
         if error["type"] == "extra_forbidden":
             # Most likely a typo: say what would have worked.
             model = _RegistryFields if len(loc) == 1 else BreakerSettings

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
+from pydantic_settings import SettingsConfigDict
 
 from fastapi_breaker import BreakerOptions, State, UnknownBreakerError
+from fastapi_breaker._registry import DEFAULT_MAX_BREAKERS
 from fastapi_breaker.settings import (
     BreakerSettings,
     BreakerSettingsError,
@@ -138,6 +141,18 @@ def test_json_and_per_breaker_variables_merge(monkeypatch: pytest.MonkeyPatch) -
     assert (options.timeout, options.reset_timeout) == (5.0, 20.0)
 
 
+def test_option_variables_win_over_json_whatever_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT", "6")
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS__AuthService", '{"timeout": 5, "capacity": 2}')
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS", '{"AuthService": {"reset_timeout": 9}}')
+
+    options = registry_from_settings().get("AuthService").options
+
+    assert (options.timeout, options.capacity, options.reset_timeout) == (6.0, 2, 9.0)
+
+
 def test_null_in_the_environment_disables_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FASTAPI_BREAKER_DEFAULTS__TIMEOUT", "null")
 
@@ -180,8 +195,7 @@ def test_errors_name_the_breaker_and_the_field() -> None:
     assert str(caught.value) == (
         "invalid circuit breaker settings (2 problems):\n"
         "  breakers.AuthService.timeout: Input should be greater than 0 (got -1)\n"
-        "  breakers.AuthService.capacity: Input should be a valid integer, unable to parse string "
-        "as an integer (got 'many')"
+        "  breakers.AuthService.capacity: Input should be a valid integer (got 'many')"
     )
 
 
@@ -226,7 +240,7 @@ def test_a_wrong_type_in_the_environment_names_breaker_and_field(
         (
             {"strikt": True},
             "strikt: Extra inputs are not permitted (got True); valid keys are: defaults, "
-            "breakers, strict",
+            "breakers, strict, max_breakers",
         ),
         ({"strict": "maybe"}, "strict: Input should be a valid boolean"),
         ({"breakers": ["A"]}, "breakers: Input should be a valid dictionary (got ['A'])"),
@@ -251,12 +265,353 @@ def test_broken_json_in_the_environment_is_reported(monkeypatch: pytest.MonkeyPa
     with pytest.raises(BreakerSettingsError) as caught:
         registry_from_settings()
 
-    message = str(caught.value)
-    assert message.startswith("invalid circuit breaker settings: error parsing value for field")
-    assert '"breakers"' in message
-    assert message.endswith("Expecting value: line 1 column 17 (char 16)")
+    assert str(caught.value) == (
+        "invalid circuit breaker settings: FASTAPI_BREAKER_BREAKERS is not valid JSON: "
+        "Expecting value: line 1 column 17 (char 16)"
+    )
 
 
 def test_a_source_of_the_wrong_kind_is_refused() -> None:
     with pytest.raises(TypeError, match=r"^settings must be a mapping, a RegistrySettings or None"):
         registry_from_settings(["breakers"])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- unknown variables
+
+
+VARIABLES = (
+    "FASTAPI_BREAKER_STRICT, FASTAPI_BREAKER_MAX_BREAKERS, FASTAPI_BREAKER_DEFAULTS, "
+    "FASTAPI_BREAKER_DEFAULTS__<option>, FASTAPI_BREAKER_BREAKERS, "
+    "FASTAPI_BREAKER_BREAKERS__<name>, FASTAPI_BREAKER_BREAKERS__<name>__<option>"
+)
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("FASTAPI_BREAKER_STRCT", " (did you mean FASTAPI_BREAKER_STRICT?)"),
+        ("fastapi_breaker_strct", " (did you mean FASTAPI_BREAKER_STRICT?)"),
+        ("FASTAPI_BREAKER_DEFAULTS__TIMOUT", " (did you mean FASTAPI_BREAKER_DEFAULTS__TIMEOUT?)"),
+        ("FASTAPI_BREAKER_DEFAULTS_TIMEOUT", " (did you mean FASTAPI_BREAKER_DEFAULTS__TIMEOUT?)"),
+        (
+            "FASTAPI_BREAKER_BREAKERS__AuthService__RESET_TIMOUT",
+            " (did you mean FASTAPI_BREAKER_BREAKERS__AuthService__RESET_TIMEOUT?)",
+        ),
+        (
+            "FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT__X",
+            " (did you mean FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT?)",
+        ),
+        ("FASTAPI_BREAKER_TOTALLY_UNRELATED", ""),
+    ],
+)
+def test_an_unknown_variable_fails_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, hint: str
+) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_STRICT", "true")
+    monkeypatch.setenv(variable, "5")
+
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings()
+
+    assert str(caught.value) == (
+        f"invalid circuit breaker settings: unknown variable {variable}{hint}; "
+        f"the variables are {VARIABLES}"
+    )
+
+
+def test_every_unknown_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_STRCT", "true")
+    monkeypatch.setenv("FASTAPI_BREAKER_DEFAULTS__TIMOUT", "5")
+
+    with pytest.raises(BreakerSettingsError) as caught:
+        RegistrySettings()
+
+    assert str(caught.value) == (
+        "invalid circuit breaker settings: unknown variables "
+        "FASTAPI_BREAKER_DEFAULTS__TIMOUT (did you mean FASTAPI_BREAKER_DEFAULTS__TIMEOUT?), "
+        "FASTAPI_BREAKER_STRCT (did you mean FASTAPI_BREAKER_STRICT?); "
+        f"the variables are {VARIABLES}"
+    )
+
+
+def test_variables_without_the_prefix_are_not_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKERS", "x")  # no "_" after the prefix's words
+    monkeypatch.setenv("OTHER_APP_TIMEOUT", "x")
+
+    assert registry_from_settings().configured == frozenset()
+
+
+# ---------------------------------------------------------------- numbers are numbers
+
+NUMBER_OPTIONS = [
+    ("timeout", "number"),
+    ("reset_timeout", "number"),
+    ("error_threshold_percentage", "number"),
+    ("rolling_count_timeout", "number"),
+    ("rolling_count_buckets", "integer"),
+    ("volume_threshold", "integer"),
+    ("capacity", "integer"),
+    ("half_open_max_calls", "integer"),
+    ("half_open_timeout", "number"),
+]
+
+
+@pytest.mark.parametrize(("option", "kind"), NUMBER_OPTIONS)
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_boolean_is_not_a_number_in_a_mapping(option: str, kind: str, flag: bool) -> None:
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings({"breakers": {"AuthService": {option: flag}}})
+
+    assert str(caught.value) == (
+        "invalid circuit breaker settings (1 problem):\n"
+        f"  breakers.AuthService.{option}: Input should be a valid {kind} (got {flag})"
+    )
+
+
+def test_a_boolean_is_not_a_number_in_json_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS", '{"AuthService": {"timeout": true}}')
+    monkeypatch.setenv("FASTAPI_BREAKER_DEFAULTS", '{"capacity": false}')
+
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings()
+
+    assert str(caught.value) == (
+        "invalid circuit breaker settings (2 problems):\n"
+        "  defaults.capacity: Input should be a valid integer (got False)\n"
+        "  breakers.AuthService.timeout: Input should be a valid number (got True)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        (
+            {"defaults": {"timeout": "5"}},
+            "defaults.timeout: Input should be a valid number (got '5')",
+        ),
+        (
+            {"defaults": {"capacity": 2.0}},
+            "defaults.capacity: Input should be a valid integer (got 2.0)",
+        ),
+        ({"max_breakers": True}, "max_breakers: Input should be a valid integer (got True)"),
+    ],
+)
+def test_a_mapping_takes_numbers_as_numbers_only(settings: dict[str, object], problem: str) -> None:
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings(settings)
+
+    assert str(caught.value).splitlines() == [
+        "invalid circuit breaker settings (1 problem):",
+        f"  {problem}",
+    ]
+
+
+def test_per_option_variables_are_read_as_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_DEFAULTS__TIMEOUT", "2.5")
+    monkeypatch.setenv("FASTAPI_BREAKER_DEFAULTS__CAPACITY", " 3 ")
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS__AuthService__RESET_TIMEOUT", "20")
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS__AuthService__ENABLED", "false")
+    monkeypatch.setenv("FASTAPI_BREAKER_MAX_BREAKERS", "50")
+
+    registry = registry_from_settings()
+
+    auth = registry.get("AuthService").options
+    assert (auth.timeout, auth.capacity, auth.reset_timeout, auth.enabled) == (2.5, 3, 20.0, False)
+    assert registry.max_breakers == 50
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("true", "defaults.timeout: Input should be a valid number (got 'true')"),
+        ("nan", "defaults.timeout: Input should be a finite number (got nan)"),
+        ("5s", "defaults.timeout: Input should be a valid number (got '5s')"),
+        ("", "defaults.timeout: Input should be a valid number (got '')"),
+    ],
+)
+def test_a_per_option_variable_that_is_no_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch, text: str, problem: str
+) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_DEFAULTS__TIMEOUT", text)
+
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings()
+
+    assert str(caught.value).splitlines() == [
+        "invalid circuit breaker settings (1 problem):",
+        f"  {problem}",
+    ]
+
+
+# ---------------------------------------------------------------- the same ranges as the options
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"timeout": 31_536_001}, "timeout: Input should be less than or equal to 31536000"),
+        (
+            {"rolling_count_buckets": 1001},
+            "rolling_count_buckets: Input should be less than or equal to 1000",
+        ),
+        ({"capacity": 1_000_001}, "capacity: Input should be less than or equal to 1000000"),
+        (
+            {"volume_threshold": 10**5000},
+            "volume_threshold: Input should be less than or equal to 1000000 "
+            "(got an integer of 16610 bits)",
+        ),
+    ],
+)
+def test_settings_check_the_upper_bounds_of_the_options(
+    options: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings({"defaults": options})
+
+    assert str(caught.value).splitlines()[1].startswith(f"  defaults.{problem}")
+
+
+def test_an_error_of_the_registry_is_a_settings_error() -> None:
+    # The bucket width needs two options together, and the registry's bound the names: checked
+    # when the registry is built, reported as a settings error all the same.
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings(
+            {"breakers": {"A": {"rolling_count_timeout": 0.5, "rolling_count_buckets": 1000}}}
+        )
+
+    assert str(caught.value) == (
+        "invalid circuit breaker settings: breaker 'A': rolling_count_timeout / "
+        "rolling_count_buckets (the bucket width) must be at least 0.001 seconds, got 0.5 / 1000"
+    )
+
+
+def test_max_breakers_is_a_setting() -> None:
+    assert registry_from_settings({}).max_breakers == DEFAULT_MAX_BREAKERS
+    assert registry_from_settings({"max_breakers": 5}).max_breakers == 5
+    assert registry_from_settings({"max_breakers": None}).max_breakers is None
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings({"max_breakers": 1, "breakers": {"A": {}, "B": {}}})
+    assert str(caught.value) == (
+        "invalid circuit breaker settings: max_breakers must be an integer >= 2 (the number of "
+        "configured breakers) or None, got 1"
+    )
+
+
+# ---------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"breakers": {"": {"timeout": 1}}}, {"breakers": {"A": {}, "": {}}}],
+)
+def test_an_empty_breaker_name_is_a_settings_error(settings: dict[str, object]) -> None:
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings(settings)
+
+    assert str(caught.value) == (
+        "invalid circuit breaker settings (1 problem):\n"
+        "  breakers: a breaker name must be a non-empty string"
+    )
+
+
+def test_an_empty_breaker_name_in_the_environment_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS____TIMEOUT", "5")
+
+    with pytest.raises(BreakerSettingsError) as caught:
+        registry_from_settings()
+
+    assert str(caught.value) == (
+        "invalid circuit breaker settings: FASTAPI_BREAKER_BREAKERS____TIMEOUT names no breaker: "
+        "write FASTAPI_BREAKER_BREAKERS__<name>__<option>"
+    )
+
+
+# ---------------------------------------------------------------- .env files
+
+
+def write_env(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_dotenv_file_keeps_breaker_names_as_written(tmp_path: Path) -> None:
+    path = write_env(
+        tmp_path,
+        "# shared with the rest of the app\n"
+        "DATABASE_URL=postgres://db/app\n"
+        "FASTAPI_BREAKER_STRICT=true\n"
+        "FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT=5\n"
+        "fastapi_breaker_breakers__Billing__capacity=3\n",
+    )
+
+    registry = registry_from_settings(RegistrySettings(_env_file=path))
+
+    assert registry.strict is True
+    assert registry.configured == frozenset({"AuthService", "Billing"})
+    assert registry.get("AuthService").options.timeout == 5.0
+    assert registry.get("Billing").options.capacity == 3
+
+
+def test_the_environment_overrides_the_dotenv_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_env(
+        tmp_path,
+        "FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT=5\n"
+        "FASTAPI_BREAKER_BREAKERS__AuthService__CAPACITY=3\n",
+    )
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT", "6")
+
+    options = registry_from_settings(RegistrySettings(_env_file=path)).get("AuthService").options
+
+    assert (options.timeout, options.capacity) == (6.0, 3)
+
+
+def test_a_dotenv_file_from_the_model_config(tmp_path: Path) -> None:
+    path = write_env(tmp_path, "FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT=4\n")
+
+    class AppSettings(RegistrySettings):
+        model_config = SettingsConfigDict(env_file=path)
+
+    registry = registry_from_settings(AppSettings())
+
+    assert registry.configured == frozenset({"AuthService"})
+    assert registry.get("AuthService").options.timeout == 4.0
+
+
+def test_an_unknown_variable_in_a_dotenv_file_is_named(tmp_path: Path) -> None:
+    path = write_env(tmp_path, "FASTAPI_BREAKER_STRCT=true\n")
+
+    with pytest.raises(BreakerSettingsError) as caught:
+        RegistrySettings(_env_file=path)
+
+    assert str(caught.value) == (
+        "invalid circuit breaker settings: unknown variable FASTAPI_BREAKER_STRCT "
+        f"(did you mean FASTAPI_BREAKER_STRICT?) in {path}; the variables are {VARIABLES}"
+    )
+
+
+def test_a_name_spelled_two_ways_across_dotenv_and_environment_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_env(tmp_path, "FASTAPI_BREAKER_BREAKERS__AuthService__TIMEOUT=5\n")
+    monkeypatch.setenv("FASTAPI_BREAKER_BREAKERS", '{"authservice": {"capacity": 2}}')
+
+    with pytest.raises(BreakerSettingsError) as caught:
+        RegistrySettings(_env_file=path)
+
+    assert str(caught.value) == (
+        "one breaker is spelled in several ways in the environment: AuthService, authservice; "
+        "breaker names are case-sensitive, so write each name one way"
+    )
+
+
+def test_a_missing_dotenv_file_is_skipped_as_pydantic_settings_does(tmp_path: Path) -> None:
+    registry = registry_from_settings(RegistrySettings(_env_file=tmp_path / "absent.env"))
+
+    assert registry.configured == frozenset()
