@@ -114,7 +114,7 @@ class BreakerOptions:
     error_threshold_percentage: float = 50.0
     rolling_count_timeout: float = 10.0
     rolling_count_buckets: int = 10
-    volume_threshold: int = 0
+    volume_threshold: int = 10
     allow_warm_up: bool = False
     capacity: int | None = None
     error_filter: ErrorFilter | None = None

@@ -31,7 +31,7 @@ def test_call_sync_success_returns_the_result() -> None:
 
 
 def test_call_sync_failure_raises_and_opens() -> None:
-    breaker = CircuitBreaker(clock=FakeClock())
+    breaker = CircuitBreaker(clock=FakeClock(), volume_threshold=0)
     with pytest.raises(Boom):
         breaker.call_sync(fail)
     assert breaker.stats.failures == 1

@@ -69,7 +69,7 @@ async def test_success_order() -> None:
 
 
 async def test_failure_that_opens_order() -> None:
-    breaker = CircuitBreaker(clock=FakeClock()).fallback(fallback_value)
+    breaker = CircuitBreaker(clock=FakeClock(), volume_threshold=0).fallback(fallback_value)
     log = record(breaker)
     assert await breaker.call(boom) == "fallback"
     assert names(log) == ["fire", "failure", "open", "fallback"]
@@ -84,7 +84,9 @@ async def test_failure_below_threshold_order() -> None:
 
 
 async def test_timeout_that_opens_order() -> None:
-    breaker = CircuitBreaker(clock=FakeClock(), timeout=0.01).fallback(fallback_value)
+    breaker = CircuitBreaker(clock=FakeClock(), timeout=0.01, volume_threshold=0).fallback(
+        fallback_value
+    )
     log = record(breaker)
     assert await breaker.call(hang) == "fallback"
     assert names(log) == ["fire", "timeout", "failure", "open", "fallback"]
@@ -126,7 +128,7 @@ async def test_filtered_error_order() -> None:
 
 async def test_raising_fallback_order() -> None:
     # The fallback's own error is raised, and no `fallback` event claims it answered.
-    breaker = CircuitBreaker(clock=FakeClock())
+    breaker = CircuitBreaker(clock=FakeClock(), volume_threshold=0)
 
     def broken_fallback(exc: BaseException) -> None:
         raise LookupError("fallback down")

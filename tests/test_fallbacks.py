@@ -107,7 +107,9 @@ def test_fallback_must_be_callable() -> None:
 
 
 async def test_fallback_on_failure_in_event_order() -> None:
-    breaker = CircuitBreaker(fail, clock=FakeClock()).fallback(lambda exc: type(exc).__name__)
+    breaker = CircuitBreaker(fail, clock=FakeClock(), volume_threshold=0).fallback(
+        lambda exc: type(exc).__name__
+    )
     seen = record(breaker, *ALL_EVENTS)
     assert await breaker.fire() == "Boom"
     assert [event.name for event in seen] == ["fire", "failure", "open", "fallback"]
@@ -156,7 +158,9 @@ async def test_fallback_on_capacity_in_event_order() -> None:
 
 
 async def test_fallback_on_timeout_in_event_order() -> None:
-    breaker = CircuitBreaker(hang, timeout=0.02, clock=FakeClock()).fallback(lambda exc: exc)
+    breaker = CircuitBreaker(hang, timeout=0.02, clock=FakeClock(), volume_threshold=0).fallback(
+        lambda exc: exc
+    )
     seen = record(breaker, *ALL_EVENTS)
     error = await breaker.fire()
     assert isinstance(error, CallTimeoutError)
@@ -176,7 +180,7 @@ async def test_fallback_that_raises_propagates_its_error_without_fallback_event(
         raise FallbackFailed
 
     fallback = sync_fallback if kind == "sync" else async_fallback
-    breaker = CircuitBreaker(fail, clock=FakeClock()).fallback(fallback)
+    breaker = CircuitBreaker(fail, clock=FakeClock(), volume_threshold=0).fallback(fallback)
     seen = record(breaker, *ALL_EVENTS)
     with pytest.raises(FallbackFailed):
         await breaker.fire()

@@ -75,6 +75,8 @@ class Body(httpx.SyncByteStream):
 def make_breaker(clock: FakeClock, **options: Any) -> CircuitBreaker:
     options.setdefault("timeout", None)
     options.setdefault("reset_timeout", 10.0)
+    # These tests open on the first failures; the default volume_threshold (10) has its own.
+    options.setdefault("volume_threshold", 0)
     return CircuitBreaker(name="auth", clock=clock, **options)
 
 
@@ -224,7 +226,7 @@ def test_retry_after_seconds_date_and_clamping() -> None:
 
 
 def test_a_registry_gives_one_breaker_per_upstream_authority() -> None:
-    registry = BreakerRegistry({"timeout": None}, clock=FakeClock())
+    registry = BreakerRegistry({"volume_threshold": 0, "timeout": None}, clock=FakeClock())
 
     def respond(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500 if request.url.host == "auth" else 200)

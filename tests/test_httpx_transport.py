@@ -88,6 +88,8 @@ class Body(httpx.AsyncByteStream):
 def make_breaker(clock: FakeClock, **options: Any) -> CircuitBreaker:
     options.setdefault("timeout", None)
     options.setdefault("reset_timeout", 10.0)
+    # These tests open on the first failures; the default volume_threshold (10) has its own.
+    options.setdefault("volume_threshold", 0)
     return CircuitBreaker(name="auth", clock=clock, **options)
 
 
@@ -602,7 +604,9 @@ def test_parse_retry_after() -> None:
 
 
 async def test_a_registry_gives_one_breaker_per_upstream_authority() -> None:
-    registry = BreakerRegistry({"reset_timeout": 10.0, "timeout": None}, clock=FakeClock())
+    registry = BreakerRegistry(
+        {"volume_threshold": 0, "reset_timeout": 10.0, "timeout": None}, clock=FakeClock()
+    )
 
     def respond(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500 if request.url.host == "auth" else 200)
@@ -629,7 +633,9 @@ async def test_a_registry_gives_one_breaker_per_upstream_authority() -> None:
 
 
 async def test_a_registry_with_a_name_uses_one_breaker_for_every_host() -> None:
-    registry = BreakerRegistry({"reset_timeout": 10.0, "timeout": None}, clock=FakeClock())
+    registry = BreakerRegistry(
+        {"volume_threshold": 0, "reset_timeout": 10.0, "timeout": None}, clock=FakeClock()
+    )
     upstream = Upstream(status(500))
     async with client_for(upstream, registry=registry, name="AuthService") as client:
         await client.get("http://auth-1/")
@@ -671,7 +677,7 @@ async def test_a_strict_registry_refuses_an_unknown_name_at_construction() -> No
 
 
 async def test_a_registry_that_was_shut_down_hands_the_transport_a_fresh_breaker() -> None:
-    registry = BreakerRegistry({"timeout": None}, clock=FakeClock())
+    registry = BreakerRegistry({"volume_threshold": 0, "timeout": None}, clock=FakeClock())
     upstream = Upstream(status(500))
     async with client_for(upstream, registry=registry, name="auth") as client:
         await client.get(URL)

@@ -47,6 +47,7 @@ def make(request: pytest.FixtureRequest) -> Make:
     def factory(clock: FakeClock, **options: Any) -> CircuitBreaker:
         if request.param == "guarded":
             options.setdefault("capacity", 1000)
+        options.setdefault("volume_threshold", 0)  # the default (10) is tested on its own
         # No call timeout: nothing in these tests may depend on the event loop's timer.
         breaker = CircuitBreaker(name="opening", clock=clock, timeout=None, **options)
         if request.param == "guarded":

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from fastapi_breaker import BreakerOptions, CircuitBreaker
+from fastapi_breaker import BreakerOptions, CircuitBreaker, State
 from fastapi_breaker.testing import FakeClock
 
 SECONDS = "a number of seconds > 0 and <= 31536000 (365 days)"
@@ -132,7 +132,7 @@ async def boom() -> None:
 
 
 async def test_threshold_zero_opens_on_the_first_failure() -> None:
-    breaker = CircuitBreaker(error_threshold_percentage=0, clock=FakeClock())
+    breaker = CircuitBreaker(error_threshold_percentage=0, clock=FakeClock(), volume_threshold=0)
     with pytest.raises(RuntimeError):
         await breaker.call(boom)
     assert breaker.opened
@@ -146,3 +146,23 @@ async def test_threshold_hundred_never_opens() -> None:
             await breaker.call(boom)
     assert breaker.closed
     assert breaker.stats.failures == 20
+
+
+def test_the_default_volume_threshold_needs_ten_calls_before_opening() -> None:
+    # A new user's breaker must not open for 30 s on one failure: the design note's own
+    # configuration asks for 10 calls in the window first (Opossum's default is 0).
+    assert BreakerOptions().volume_threshold == 10
+    breaker = CircuitBreaker(clock=FakeClock())
+
+    def fail() -> None:
+        raise ValueError("down")
+
+    for _ in range(9):
+        with pytest.raises(ValueError, match="down"):
+            breaker.call_sync(fail)
+    assert breaker.state is State.CLOSED
+    assert breaker.stats.failures == 9
+    with pytest.raises(ValueError, match="down"):
+        breaker.call_sync(fail)
+    assert breaker.state is State.OPEN
+    assert breaker.stats.failures == 10

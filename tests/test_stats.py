@@ -87,7 +87,7 @@ async def test_counts_of_successes_failures_filtered_and_rejects() -> None:
 
 
 async def test_fallbacks_are_counted_for_failures_and_rejections() -> None:
-    breaker = CircuitBreaker(clock=FakeClock()).fallback(lambda exc: "fallback")
+    breaker = CircuitBreaker(clock=FakeClock(), volume_threshold=0).fallback(lambda exc: "fallback")
     assert await breaker.call(boom) == "fallback"  # opens the circuit
     assert await breaker.call(ok) == "fallback"  # rejected
     stats = breaker.stats

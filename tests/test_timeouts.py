@@ -60,7 +60,7 @@ async def test_call_past_its_timeout_raises_and_its_coroutine_is_cancelled() -> 
 
 
 async def test_timeout_events_in_order() -> None:
-    breaker = CircuitBreaker(name="slow", timeout=0.02, clock=FakeClock())
+    breaker = CircuitBreaker(name="slow", timeout=0.02, clock=FakeClock(), volume_threshold=0)
     seen = record(breaker, "fire", "timeout", "failure", "open", "success")
     with pytest.raises(CallTimeoutError):
         await breaker.call(Hang())
