@@ -681,10 +681,14 @@ class CircuitBreaker:
 
         listening = self._emitter.listening
         if kind == _CANCELLED:
+            # Counted as neither, but settling it may still have moved the state (a trial that
+            # ran out its limit meanwhile): that change is announced like any other.
+            self._emit_names(events)
             return kind, exc
         if kind == _FILTERED:
             if "success" in listening:
                 self._emit(Event("success", self, args, kwargs, error=exc, latency=latency))
+            self._emit_names(events)
             return kind, exc
         if kind == _TIMEOUT and "timeout" in listening:
             self._emit(Event("timeout", self, args, kwargs, error=exc, latency=latency))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from ._breaker import CircuitBreaker
-from ._clock import Clock
+from ._clock import Clock, first_reading
 from ._errors import BreakerError
 from ._options import BreakerOptions, shown
 from ._state import State
@@ -120,6 +120,8 @@ class BreakerRegistry:
             raise TypeError(f"strict must be True or False, got {strict!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning monotonic seconds, got {clock!r}")
+        if clock is not None:
+            first_reading(clock)  # a bad clock fails here, not at the first request
         if breakers is None:
             breakers = {}
         elif not isinstance(breakers, Mapping):

@@ -282,3 +282,23 @@ def test_check_on_a_shut_down_breaker_raises() -> None:
     breaker.shutdown()
     with pytest.raises(BreakerShutdownError):
         breaker.check()
+
+
+def test_a_state_change_made_while_settling_a_cancelled_trial_is_announced() -> None:
+    # Both trials run out their limit; settling one as cancelled is when the breaker notices,
+    # and the `open` it moves to must be emitted like any other transition.
+    clock = FakeClock()
+    breaker = make(clock, half_open_max_calls=2, half_open_timeout=1.0)
+    seen: list[str] = []
+    for name in ("open", "half_open", "close"):
+        breaker.on(name, lambda event: seen.append(event.name))
+    breaker.open()
+    clock.advance(10.0)
+    first, second = breaker.begin(), breaker.begin()
+    assert seen == ["open", "half_open"]
+    clock.advance(1.5)
+    first.cancelled()
+    assert breaker._state is State.OPEN
+    assert seen == ["open", "half_open", "open"]
+    second.succeeded()
+    assert seen == ["open", "half_open", "open"]

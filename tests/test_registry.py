@@ -334,3 +334,11 @@ def test_threads_asking_for_the_same_new_name_get_the_same_breaker(
     assert sorted(created) == sorted(names)  # each breaker was made exactly once
     for result in results:
         assert all(result[name] is registry.get(name) for name in names)
+
+
+@pytest.mark.parametrize("reading", [float("nan"), "12", None, True, float("inf")])
+def test_a_registry_clock_that_does_not_give_seconds_is_refused_at_construction(
+    reading: object,
+) -> None:
+    with pytest.raises(ValueError, match=r"^clock must be a callable returning monotonic seconds"):
+        BreakerRegistry(clock=lambda: reading)  # type: ignore[arg-type, return-value]
