@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck pytest docs demo run bench bench-engine bench-http bench-soak bench-scale clean
+.PHONY: test lint typecheck pytest docs demo run bench bench-engine bench-http bench-soak bench-scale bench-bounds clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a stale venv cannot hide a missing dependency.
 $(VENV)/.installed-dev: pyproject.toml
@@ -41,7 +41,7 @@ run: $(VENV)/.installed-dev
 	$(BIN)/python -m example_app
 
 # Benchmarks: not part of `make test`. Each loop is bounded; all traffic stays on 127.0.0.1.
-bench: bench-engine bench-http bench-scale bench-soak
+bench: bench-engine bench-http bench-scale bench-soak bench-bounds
 
 bench-engine: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
@@ -57,6 +57,10 @@ bench-soak: $(VENV)/.installed-bench
 
 bench-scale: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.scale
+
+# What hostile input can make the library hold: breakers, deadlines, handlers, buckets.
+bench-bounds: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.bounds
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -157,7 +157,7 @@ def ours_closed(timeout: float | None, group: str) -> list[Contender]:
 
 
 async def ours_open() -> list[Contender]:
-    breaker = CircuitBreaker(noop, name="bench-reject", reset_timeout=OPEN_FOR)
+    breaker = CircuitBreaker(noop, name="bench-reject", reset_timeout=OPEN_FOR, volume_threshold=0)
     await _trip(lambda: breaker.call(fail))
 
     def check() -> None:

@@ -48,7 +48,11 @@ from fastapi_breaker.testing import FakeClock
 ROOT = Path(__file__).resolve().parent.parent
 
 # The /health app's breakers keep their stats and their open state for the whole run.
-HEALTH_DEFAULTS = {"reset_timeout": 3600.0, "rolling_count_timeout": 3600.0}
+HEALTH_DEFAULTS = {
+    "reset_timeout": 3600.0,
+    "rolling_count_timeout": 3600.0,
+    "volume_threshold": 0,  # populate() opens every 10th breaker after 5 calls
+}
 HEALTH_ENV = "FB_BENCH_HEALTH_BREAKERS"
 SERVER_START_SECONDS = 30.0
 HTTP_DEADLINE_SECONDS = 120.0
@@ -285,7 +289,7 @@ def make_health_app(count: int | None = None) -> Any:
         count = int(os.environ.get(HEALTH_ENV, "1000"))
     app = FastAPI()
     registry = setup_breakers(app, BreakerRegistry(HEALTH_DEFAULTS, max_breakers=None))
-    app.include_router(health_router())
+    app.include_router(health_router(detail="always"))
     populate(registry, count)
     return app
 

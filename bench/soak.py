@@ -128,7 +128,7 @@ def create_soak_app() -> FastAPI:
 
     app = FastAPI(title="Soak service", lifespan=lifespan)
     setup_breakers(app, registry)
-    app.include_router(health_router())
+    app.include_router(health_router(detail="always"))
 
     @app.get("/login", response_model=None)
     async def login(
