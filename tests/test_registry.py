@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pickle
-import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -288,17 +286,6 @@ def test_a_shutdown_handler_may_use_the_registry() -> None:
 
 
 # ---------------------------------------------------------------- threads
-
-
-@pytest.fixture
-def frequent_thread_switches() -> Iterator[None]:
-    # Switching threads every microsecond makes a creation race show up, without any sleep.
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 @pytest.mark.usefixtures("frequent_thread_switches")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pickle
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -466,17 +465,6 @@ def test_a_remove_handler_may_use_the_registry() -> None:
 
 
 # ---------------------------------------------------------------- threads
-
-
-@pytest.fixture
-def frequent_thread_switches() -> Iterator[None]:
-    # Switching threads every microsecond makes a race show up, without any sleep.
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 @pytest.mark.usefixtures("frequent_thread_switches")
