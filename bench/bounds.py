@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import gc
 import statistics
 import sys
@@ -35,8 +34,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from bench.engine import machine
-from bench.report import save
+from bench.report import Run
 from fastapi_breaker import BreakerOptions, BreakerRegistry, CircuitBreaker
 from fastapi_breaker.testing import FakeClock
 
@@ -315,13 +313,8 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    now = dt.datetime.now(dt.UTC)
-    started = time.monotonic()
-    report: dict[str, Any] = {
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "command": "python -m bench.bounds " + " ".join(sys.argv[1:] if argv is None else argv),
-    }
+    run = Run("bench.bounds", argv)
+    report = dict(run.header)
     print("registry ...", file=sys.stderr, flush=True)
     report["registry"] = measure_registry(args.names)
     print("/health ...", file=sys.stderr, flush=True)
@@ -332,10 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     report["handlers"] = measure_handlers()
     print("buckets ...", file=sys.stderr, flush=True)
     report["buckets"] = measure_buckets()
-    report["seconds"] = round(time.monotonic() - started, 1)
-    print(render(report))
-    path = save("bounds", report, now)
-    print(f"\nwrote {path} ({report['seconds']} s)")
+    run.finish("bounds", report, render)
     return 0
 
 

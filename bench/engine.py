@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import gc
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,7 +27,7 @@ from importlib import metadata
 from typing import Any
 
 from bench.peers import CLOSED, REJECT, TIMEOUT, Contender, build_contenders
-from bench.report import save
+from bench.report import Run
 
 SECTIONS = {
     CLOSED: "(a) closed, success: overhead over a bare `await noop()`, ns per call",
@@ -175,17 +172,6 @@ def verdicts(rows: list[dict[str, Any]], missing: dict[str, str]) -> list[dict[s
     return found
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def versions() -> dict[str, str]:
     found = {}
     for name in (
@@ -239,25 +225,19 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    now = dt.datetime.now(dt.UTC)
-    started = time.monotonic()
-    info = machine()
+    run = Run("bench.engine", argv)
     contenders, samples, missing = asyncio.run(measure(args.calls, args.rounds))
     rows = summarize(contenders, samples)
     report = {
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": info,
+        **run.header,
         "versions": versions(),
         "calls": args.calls,
         "rounds": args.rounds,
-        "seconds": round(time.monotonic() - started, 1),
         "results": rows,
         "verdicts": verdicts(rows, missing),
         "missing": missing,
     }
-    print(render(report))
-    path = save("engine", report, now)
-    print(f"\nwrote {path} ({report['seconds']} s)")
+    run.finish("engine", report, render)
     return 0
 
 

@@ -68,10 +68,9 @@ from typing import Any
 
 import psutil
 
-from bench.engine import machine
 from bench.hanging import HangingUpstream
 from bench.processes import UvicornProcess, get
-from bench.report import save
+from bench.report import machine, save
 from bench.wrk import WrkResult, find_wrk, run_wrk
 
 LOGIN = "/login?token=valid-alice"

@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime as dt
 import gc
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -37,8 +35,7 @@ from fastapi import FastAPI, Response
 from starlette.types import ASGIApp, Message
 
 from bench.apps import create_plain_app
-from bench.engine import machine
-from bench.report import save
+from bench.report import Run
 from example_app.user_service import AuthSettings, create_user_app
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
 from fastapi_breaker.health import health_router
@@ -263,23 +260,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    now = dt.datetime.now(dt.UTC)
-    started = time.monotonic()
-    info = machine()
+    run = Run("bench.http_layers", argv)
     variants, samples = asyncio.run(measure(args.requests, args.rounds))
-    shown = sys.argv[1:] if argv is None else list(argv)
     report = {
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": info,
-        "command": " ".join(["python -m bench.http_layers", *shown]),
+        **run.header,
         "requests": args.requests,
         "rounds": args.rounds,
-        "seconds": round(time.monotonic() - started, 1),
         "results": summarize(variants, samples),
     }
-    print(render(report))
-    path = save("http-layers", report, now)
-    print(f"\nwrote {path} ({report['seconds']} s)")
+    run.finish("http-layers", report, render)
     return 0
 
 

@@ -42,9 +42,8 @@ from typing import Any
 
 import httpx
 
-from bench.engine import machine
 from bench.processes import UvicornProcess, free_port
-from bench.report import save
+from bench.report import machine, save
 from bench.wrk import find_or_install
 
 __all__ = ["count_instructions", "main"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import gc
 import http.client
 import json
@@ -39,8 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.engine import machine
-from bench.report import save
+from bench.report import Run
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, State
 from fastapi_breaker._window import Bucket, RollingWindow
 from fastapi_breaker.testing import FakeClock
@@ -703,12 +701,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.probe_memory:
         print(json.dumps(_probe_memory(args.breakers, args.probe_memory)))
         return 0
-    now = dt.datetime.now(dt.UTC)
-    started = time.monotonic()
+    run = Run("bench.scale", argv)
     report: dict[str, Any] = {
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "command": "python -m bench.scale " + " ".join(sys.argv[1:] if argv is None else argv),
+        **run.header,
         "breakers": args.breakers,
         "health_breakers": args.health_breakers,
         "calls": args.calls,
@@ -730,10 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_rotation(args.breakers, 10, max(1, args.calls // 10), args.rounds, 1_000)
     )
     report["verdicts"] = verdicts(report)
-    report["seconds"] = round(time.monotonic() - started, 1)
-    print(render(report))
-    path = save("scale", report, now)
-    print(f"\nwrote {path} ({report['seconds']} s)")
+    run.finish("scale", report, render)
     return 0
 
 

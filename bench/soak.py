@@ -43,7 +43,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -60,7 +59,7 @@ import psutil
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from bench.report import save
+from bench.report import machine, save
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
 from fastapi_breaker.fastapi import get_breaker, setup_breakers
 from fastapi_breaker.health import health_router
@@ -843,15 +842,6 @@ def render(report: dict[str, Any]) -> str:
             f"  {'MET    ' if verdict['met'] else 'NOT MET'} {verdict['goal']}: {verdict['text']}"
         )
     return "\n".join(lines)
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
