@@ -1,49 +1,50 @@
-"""App factories for the HTTP benchmark, each served by its own uvicorn process:
+"""The apps the harnesses serve, each a uvicorn factory (`uvicorn --factory bench.apps:...`).
 
-    uvicorn --factory bench.apps:make_breaker_app     # the example User Service, as shipped
-    uvicorn --factory bench.apps:make_plain_app       # the same /login with no breaker at all
-    uvicorn --factory bench.apps:make_upstream_app    # a minimal, fast stand-in Auth Service
-
-Settings come from environment variables (a factory takes no arguments):
-
-- `BENCH_UPSTREAM_URL`: the Auth Service's base URL (127.0.0.1 only);
-- `BENCH_TIMEOUT`, `BENCH_RESET_TIMEOUT`: the breaker's times in seconds (breaker app;
-  defaults: the example's `AuthSettings`);
-- `BENCH_HTTPX_TIMEOUT`: httpx's timeout in seconds (both apps; default 5.0, httpx's own);
-- `BENCH_GC_STATS=1`: time every garbage collection, served at `/_bench/gc?reset=true`.
-
-Both User Services also serve `/_bench/...` routes for the harness, added after `/login` so
-that they cost `/login` nothing: the number of asyncio tasks, and for the breaker app an
-`open` switch, the counts of the breaker's state events, and `floor`: the same 503 answered
-straight away, to show what the framework alone costs.
+`make_breaker_app` is the example User Service as shipped; `make_plain_app` the same /login with
+a plain httpx client; `make_upstream_app` a minimal Auth Service; `make_health_app` /health over
+BENCH_BREAKERS used breakers. Settings come from the environment: BENCH_UPSTREAM_URL (127.0.0.1
+only), BENCH_TIMEOUT and BENCH_RESET_TIMEOUT (the breaker's), BENCH_HTTPX_TIMEOUT (5 s). The User
+Services also serve `/_bench/...` routes for the harness, after /login so that they cost it
+nothing: the task count; for the breaker app, `open`, its event counts, and `floor` (the same
+503 answered at once: what the framework alone costs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import gc
+import contextlib
 import os
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.types import Receive, Scope, Send
 
 from example_app.user_service import AUTH_SERVICE_LIMITS, AuthSettings, create_user_app
-from fastapi_breaker import CircuitBreaker, CircuitOpenError, Event, EventName
-from fastapi_breaker.fastapi import get_registry
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Event, EventName
+from fastapi_breaker.fastapi import get_registry, setup_breakers
+from fastapi_breaker.health import health_router
 from fastapi_breaker.middleware import problem_response
 
-__all__ = ["create_plain_app", "make_breaker_app", "make_plain_app", "make_upstream_app"]
+__all__ = [
+    "add_tasks_route",
+    "make_breaker_app",
+    "make_health_app",
+    "make_plain_app",
+    "make_upstream_app",
+    "populate",
+    "verify",
+]
 
 BREAKER = "AuthService"
 # Counted for the fast-failure check. Not `reject`, `fire` or `success`: a listener on those
 # would add work to every request, and the check needs only the state changes and trials.
 COUNTED_EVENTS: tuple[EventName, ...] = ("open", "half_open", "close", "timeout", "failure")
+# The /health app's breakers keep their stats and their open state for the whole run.
+HEALTH_OPTIONS = {"reset_timeout": 3600.0, "rolling_count_timeout": 3600.0, "volume_threshold": 0}
 
 
 def _upstream_url() -> str:
@@ -58,42 +59,10 @@ def _seconds(name: str, default: float) -> float:
     return default if value is None else float(value)
 
 
-def _add_task_count(app: FastAPI) -> None:
+def add_tasks_route(app: FastAPI) -> None:
     @app.get("/_bench/tasks", include_in_schema=False)
     async def tasks() -> dict[str, int]:
         return {"tasks": len(asyncio.all_tasks())}
-
-    if os.environ.get("BENCH_GC_STATS") == "1":
-        _add_gc_stats(app)
-
-
-def _add_gc_stats(app: FastAPI) -> None:
-    """Time every garbage collection, by generation: a long one is a latency outlier."""
-    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
-    started = [0.0]
-
-    def timed(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        else:
-            pauses[info["generation"]].append(time.perf_counter() - started[0])
-
-    gc.callbacks.append(timed)
-
-    @app.get("/_bench/gc", include_in_schema=False)
-    async def gc_stats(reset: bool = False) -> dict[str, Any]:
-        found = {
-            str(gen): {
-                "count": len(times),
-                "total_ms": round(sum(times) * 1e3, 2),
-                "max_ms": round(max(times, default=0.0) * 1e3, 2),
-            }
-            for gen, times in pauses.items()
-        }
-        if reset:
-            for times in pauses.values():
-                times.clear()
-        return found
 
 
 def make_breaker_app() -> FastAPI:
@@ -116,17 +85,7 @@ def make_breaker_app() -> FastAPI:
         # Copy the counts before reading `state`: reading it after the reset timeout emits
         # `half_open` without admitting a trial, which must not be taken for one.
         events = {name: counts[name] for name in COUNTED_EVENTS}
-        stats = breaker.stats
-        return {
-            "events": events,
-            "stats": {
-                "successes": stats.successes,
-                "failures": stats.failures,
-                "rejects": stats.rejects,
-                "timeouts": stats.timeouts,
-            },
-            "state": breaker.state.value,
-        }
+        return {"events": events, "failures": breaker.stats.failures, "state": breaker.state.value}
 
     @app.get("/_bench/open", include_in_schema=False)
     async def open_breaker(request: Request) -> dict[str, Any]:
@@ -148,7 +107,7 @@ def make_breaker_app() -> FastAPI:
     async def breaker_state(request: Request) -> dict[str, Any]:
         return snapshot(get_registry(request).get(BREAKER))
 
-    _add_task_count(app)
+    add_tasks_route(app)
     return app
 
 
@@ -168,20 +127,7 @@ def make_plain_app() -> FastAPI:
             app.state.auth_client = client
             yield
 
-    app = create_plain_app(lifespan=lifespan)
-    _add_task_count(app)
-    return app
-
-
-def create_plain_app(*, lifespan: Any = None, routers_first: Sequence[APIRouter] = ()) -> FastAPI:
-    """The plain User Service; the caller puts an httpx client at `app.state.auth_client`.
-
-    `routers_first`: routers included before `/login` (bench.http_layers measures what that
-    costs each `/login` request).
-    """
     app = FastAPI(title="User Service (no breaker)", lifespan=lifespan)
-    for router in routers_first:
-        app.include_router(router)
 
     @app.get("/login")
     async def login(token: str, request: Request) -> dict[str, str]:
@@ -196,33 +142,57 @@ def create_plain_app(*, lifespan: Any = None, routers_first: Sequence[APIRouter]
             raise HTTPException(status_code=502, detail="Auth Service failed")
         return {"user": response.json()["user"]}  # the same body as the breaker variant
 
+    add_tasks_route(app)
     return app
 
 
-async def _upstream(scope: Scope, receive: Receive, send: Send) -> None:
-    # The Auth Service's answer to /verify?token=valid-<user>, without a framework: the
-    # upstream shares the machine's two cores with the server under test and with wrk, so
-    # the less it costs, the more the User Service's own cost shows.
-    assert scope["type"] == "http"
-    query = scope["query_string"].decode("latin-1")
+def verify(query: str) -> tuple[int, bytes]:
+    """The Auth Service's answer to /verify?<query>: 200 for token=valid-<user>, else 401."""
     token = query.partition("token=")[2].partition("&")[0]
     if token.startswith("valid-"):
-        status, body = 200, b'{"user":"' + token.removeprefix("valid-").encode() + b'"}'
-    else:
-        status, body = 401, b'{"detail":"invalid token"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+        return 200, b'{"user":"' + token.removeprefix("valid-").encode() + b'"}'
+    return 401, b'{"detail":"invalid token"}'
+
+
+async def _upstream(scope: Scope, receive: Receive, send: Send) -> None:
+    # Without a framework: the upstream shares the machine's two cores with the server under
+    # test and with wrk, so the less it costs, the more the User Service's own cost shows.
+    assert scope["type"] == "http"
+    status, body = verify(scope["query_string"].decode("latin-1"))
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 def make_upstream_app() -> Any:
     """A minimal raw-ASGI Auth Service (run it with `--lifespan off`)."""
     return _upstream
+
+
+def populate(registry: BreakerRegistry, count: int) -> None:
+    """`count` breakers with history: 20% failures (closed), every 10th opened by 60%."""
+
+    def ok() -> None:
+        return None
+
+    def fail() -> None:
+        raise ValueError("upstream said no")
+
+    # 2 successes then 3 failures: 33%, 50% (not above), 60% opens it; then 2 refused.
+    opening = [ok] * 2 + [fail] * 3 + [ok] * 2
+    for index in range(count):
+        breaker = registry.get(f"svc-{index:07d}")
+        for action in opening if index % 10 == 9 else [ok] * 8 + [fail] * 2:
+            with contextlib.suppress(ValueError, CircuitOpenError):
+                breaker.call_sync(action)
+
+
+def make_health_app(registry: BreakerRegistry | None = None) -> FastAPI:
+    """`/health` with every detail; by default over BENCH_BREAKERS (1,000) used breakers."""
+    if registry is None:
+        registry = BreakerRegistry(HEALTH_OPTIONS, max_breakers=None)
+        populate(registry, int(os.environ.get("BENCH_BREAKERS", "1000")))
+    app = FastAPI()
+    setup_breakers(app, registry)
+    app.include_router(health_router(detail="always"))
+    return app

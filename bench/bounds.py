@@ -2,23 +2,14 @@
 
     python -m bench.bounds [--quick] [--names N] [--calls N]
 
-Five measurements, printed as a table and written to bench/results/bounds-<date>.json:
-
-1. registry: N distinct breaker names (a tenant id or a host taken from requests) asked of a
-   registry with the default `max_breakers`, and of one built with `max_breakers=None`
-   (unbounded). Breakers held, bytes held (tracemalloc), bytes per breaker, time per new name
-   (under tracemalloc, so slower than without it; the two rows are comparable).
-2. `/health` at the bound: a registry full at its default `max_breakers`, every breaker with
-   calls and failures in its window, `detail="always"`, over `httpx.ASGITransport`: latency
-   and body size. The same for an unbounded registry of N such breakers, for contrast (fewer
-   requests: each is slow).
-3. deadlines: one call that hangs and `--calls` short timed calls behind it on one breaker:
-   deadlines still queued and bytes held while the hung call is pending (the window's 8 bytes
-   of latency per call, which the window drops as it rolls, included), against the same
-   calls with `timeout=None`, which queue no deadline: the difference is the queue's.
-4. handlers: one handler subscribed 20,000 times: handlers kept, and the cost of one emit.
-5. buckets: one `stats` read with the largest allowed `rolling_count_buckets`, every bucket
-   holding calls, against the default 10 buckets.
+1. registry: N distinct names asked of a registry with the default bound and of an unbounded
+   one: breakers and bytes held (tracemalloc), time per new name;
+2. `/health` (in process, every detail) over a registry full at the bound, and unbounded;
+3. deadlines: bytes held by `--calls` timed calls behind one hung call, minus the same with
+   `timeout=None` (which queues no deadline);
+4. handlers: one handler subscribed 20,000 times: calls per event, and the time to emit;
+5. buckets: one `stats` read with the largest `rolling_count_buckets` allowed, against 10.
+Results: bench/results/bounds-<date>.json.
 """
 
 from __future__ import annotations
@@ -31,10 +22,13 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.report import Run
+import httpx
+
+from bench.apps import HEALTH_OPTIONS, make_health_app, populate
+from bench.report import Run, heading
 from fastapi_breaker import BreakerOptions, BreakerRegistry, CircuitBreaker
 from fastapi_breaker.testing import FakeClock
 
@@ -53,18 +47,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _traced(action: Callable[[], object]) -> tuple[int, float, object]:
-    """(bytes still allocated after `action`, seconds it took, its result)."""
+@contextlib.contextmanager
+def traced() -> Iterator[dict[str, float]]:
+    """Fills in the bytes still allocated at the end of the block, and its seconds."""
+    found: dict[str, float] = {}
     gc.collect()
     tracemalloc.start(1)
-    before = tracemalloc.get_traced_memory()[0]
-    start = time.perf_counter()
-    result = action()
-    seconds = time.perf_counter() - start
-    gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    return after - before, seconds, result
+    before, start = tracemalloc.get_traced_memory()[0], time.perf_counter()
+    try:
+        yield found
+    finally:
+        found["seconds"] = time.perf_counter() - start
+        gc.collect()
+        found["bytes"] = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
 
 
 # ---------------------------------------------------------------------------------- 1. registry
@@ -82,14 +78,15 @@ def measure_registry(names: int) -> dict[str, Any]:
         ("default bound", BreakerRegistry()),
         ("max_breakers=None", BreakerRegistry(max_breakers=None)),
     ):
-        held_bytes, seconds, _ = _traced(lambda registry=registry: _fill(registry, names))
+        with traced() as cost:
+            _fill(registry, names)
         held = len(registry.breakers())
         rows[label] = {
             "names": names,
             "breakers_held": held,
-            "bytes_held": held_bytes,
-            "bytes_per_breaker": round(held_bytes / held) if held else 0,
-            "us_per_new_name": round(seconds / names * 1e6, 2),
+            "bytes_held": cost["bytes"],
+            "bytes_per_breaker": round(cost["bytes"] / held) if held else 0,
+            "us_per_new_name": round(cost["seconds"] / names * 1e6, 2),
         }
         registry.shutdown()
         del registry
@@ -103,38 +100,8 @@ def measure_registry(names: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- 2. /health
 
 
-def _health_app(registry: BreakerRegistry) -> Any:
-    from fastapi import FastAPI
-
-    from fastapi_breaker.fastapi import setup_breakers
-    from fastapi_breaker.health import health_router
-
-    app = FastAPI()
-    setup_breakers(app, registry)
-    app.include_router(health_router(detail="always"))
-    return app
-
-
-def _with_history(registry: BreakerRegistry, count: int) -> None:
-    """`count` breakers, each with 8 successes and 2 failures in its window (20%: closed)."""
-
-    def ok() -> None:
-        return None
-
-    def fail() -> None:
-        raise ValueError("upstream said no")
-
-    for index in range(count):
-        breaker = registry.get(f"tenant-{index:07d}")
-        for fn in [ok] * 8 + [fail] * 2:
-            with contextlib.suppress(ValueError):
-                breaker.call_sync(fn)
-
-
 async def _health_timings(registry: BreakerRegistry, requests: int) -> dict[str, Any]:
-    import httpx
-
-    app = _health_app(registry)
+    app = make_health_app(registry)
     timings: list[float] = []
     size = 0
     async with httpx.AsyncClient(
@@ -147,27 +114,21 @@ async def _health_timings(registry: BreakerRegistry, requests: int) -> dict[str,
             if response.status_code != 200:
                 raise RuntimeError(f"/health answered {response.status_code}")
             size = len(response.content)
-    ordered = sorted(timings)
     return {
         "breakers": len(registry.breakers()),
         "requests": requests,
-        "p50_ms": round(statistics.median(ordered) * 1e3, 2),
-        "max_ms": round(ordered[-1] * 1e3, 2),
+        "p50_ms": round(statistics.median(timings) * 1e3, 2),
+        "max_ms": round(max(timings) * 1e3, 2),
         "body_bytes": size,
     }
 
 
 def measure_health(names: int, requests: int) -> dict[str, Any]:
-    bounded = BreakerRegistry(
-        {"rolling_count_timeout": 3600.0, "reset_timeout": 3600.0, "volume_threshold": 0}
-    )
     # Full to the bound, each with failures in its window (which also makes none evictable).
-    _with_history(bounded, min(names, bounded.max_breakers or names))
-    unbounded = BreakerRegistry(
-        {"rolling_count_timeout": 3600.0, "reset_timeout": 3600.0, "volume_threshold": 0},
-        max_breakers=None,
-    )
-    _with_history(unbounded, names)
+    bounded = BreakerRegistry(HEALTH_OPTIONS)
+    populate(bounded, min(names, bounded.max_breakers or names))
+    unbounded = BreakerRegistry(HEALTH_OPTIONS, max_breakers=None)
+    populate(unbounded, names)
     rows = {
         "at the default bound": asyncio.run(_health_timings(bounded, requests)),
         "unbounded": asyncio.run(_health_timings(unbounded, max(3, requests // 10))),
@@ -193,19 +154,12 @@ async def _behind_a_hung_call(calls: int, limit: float | None) -> dict[str, Any]
 
     hung_task = asyncio.ensure_future(breaker.call(hang))
     await asyncio.sleep(0)  # the hung call is now first in the breaker's deadline queue
-    gc.collect()
-    tracemalloc.start(1)
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(calls):
-        await breaker.call(quick)
-    gc.collect()
-    held = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    queue = breaker._queue
-    queued = len(queue._pending) if queue is not None else 0
+    with traced() as cost:
+        for _ in range(calls):
+            await breaker.call(quick)
     hung.set()
     await hung_task
-    return {"calls_behind": calls, "deadlines_queued": queued, "bytes_held": held}
+    return {"calls_behind": calls, "bytes_held": cost["bytes"]}
 
 
 async def measure_deadlines(calls: int) -> dict[str, Any]:
@@ -231,13 +185,11 @@ def measure_handlers() -> dict[str, Any]:
 
     for _ in range(HANDLER_SUBSCRIPTIONS):
         breaker.on("open", handler)
-    kept = len(breaker._emitter._handlers.get("open", ()))
     start = time.perf_counter()
     breaker.open()
     emit_us = (time.perf_counter() - start) * 1e6
     return {
         "subscriptions": HANDLER_SUBSCRIPTIONS,
-        "handlers_kept": kept,
         "calls_per_event": len(seen),
         "open_with_emit_us": round(emit_us, 1),
     }
@@ -302,12 +254,10 @@ def measure_buckets() -> dict[str, Any]:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"bench.bounds, {report['date']}, {report['machine']['python']}"]
+    lines = heading(report)
     for section in ("registry", "health", "deadlines", "handlers", "buckets"):
         lines.append(f"\n[{section}]")
-        value = report[section]
-        for key, row in value.items():
-            lines.append(f"  {key}: {row}")
+        lines += [f"  {key}: {row}" for key, row in report[section].items()]
     return "\n".join(lines)
 
 
@@ -315,16 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run("bench.bounds", argv)
     report = dict(run.header)
-    print("registry ...", file=sys.stderr, flush=True)
-    report["registry"] = measure_registry(args.names)
-    print("/health ...", file=sys.stderr, flush=True)
-    report["health"] = measure_health(args.names, args.requests)
-    print("deadlines ...", file=sys.stderr, flush=True)
-    report["deadlines"] = asyncio.run(measure_deadlines(args.calls))
-    print("handlers ...", file=sys.stderr, flush=True)
-    report["handlers"] = measure_handlers()
-    print("buckets ...", file=sys.stderr, flush=True)
-    report["buckets"] = measure_buckets()
+    sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "registry": lambda: measure_registry(args.names),
+        "health": lambda: measure_health(args.names, args.requests),
+        "deadlines": lambda: asyncio.run(measure_deadlines(args.calls)),
+        "handlers": measure_handlers,
+        "buckets": measure_buckets,
+    }
+    for name, measure in sections.items():
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        report[name] = measure()
     run.finish("bounds", report, render)
     return 0
 

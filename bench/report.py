@@ -1,4 +1,4 @@
-"""What every harness shares: the machine it ran on, and where its results go.
+"""What every harness shares once it has measured: statistics, the machine, the results file.
 
 Results go to bench/results/<name>-<date>.json (git-ignored). A harness opens a `Run` when it
 starts and calls `finish()` with its report: the date, machine and command are filled in the
@@ -7,31 +7,58 @@ same way for all of them.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import gc
 import json
+import math
 import os
 import platform
+import random
+import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS", "Run", "machine", "save"]
+__all__ = [
+    "RESULTS",
+    "Run",
+    "heading",
+    "interleaved",
+    "machine",
+    "median_interval",
+    "percentile",
+    "save",
+    "verdict_lines",
+    "versions",
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+Loop = Callable[[int], Awaitable[None]]
 
 
 def machine() -> dict[str, Any]:
     """The facts that say how far a figure can be compared: cores, Python, load."""
     return {
         "nproc": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
-        "machine": platform.machine(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def versions(*names: str) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def save(name: str, report: Any, when: datetime.date) -> Path:
@@ -64,3 +91,87 @@ class Run:
         path = save(name, report, self.now)
         print(f"\nwrote {path} ({report['seconds']} s)")
         return path
+
+
+def heading(report: dict[str, Any]) -> list[str]:
+    """The first lines of every printed report: the command, when, and on what."""
+    m = report["machine"]
+    return [
+        f"{report['command']}, {report['date']}",
+        f"machine: {m['nproc']} cores, {m['python']}; load average at start {m['loadavg']}",
+    ]
+
+
+def verdict_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
+    """`MET`/`NOT MET` and each goal; a verdict whose `settled` is false says so instead."""
+    lines = ["", "goals:"]
+    for verdict in verdicts:
+        if not verdict.get("settled", True):
+            # The bar lies inside the run's interval: it cannot tell which side it is on.
+            found = f"UNSETTLED (leaning {'met' if verdict['met'] else 'not met'})"
+        else:
+            found = "MET" if verdict["met"] else "NOT MET"
+        lines.append(f"  {found:<7} {verdict['goal']}: {verdict['text']}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest rank, as the engine's stats do: sorted[ceil(p * n) - 1]; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p * len(ordered))) - 1]
+
+
+def median_interval(
+    groups: Sequence[Sequence[float]], *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% bootstrap interval for the median of all values in `groups`.
+
+    Each resample draws the groups with replacement, then the values within each drawn group:
+    values of one group (rounds of one pair of processes) share that group's bias, so the
+    interval widens with the differences between groups, as it should.
+    """
+    rng = random.Random(seed)  # the same run gives the same interval
+    medians = []
+    for _ in range(resamples):
+        pooled: list[float] = []
+        for group in rng.choices(groups, k=len(groups)):
+            pooled.extend(rng.choices(group, k=len(group)))
+        medians.append(statistics.median(pooled))
+    medians.sort()
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
+async def timed(loop: Loop, calls: int) -> float:
+    """Nanoseconds per call of one timed loop, with the garbage collector off."""
+    gc.collect()
+    await asyncio.sleep(0)  # let the event loop drop the timer handles cancelled so far
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        await loop(calls)
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        gc.enable()
+    return elapsed / calls
+
+
+async def interleaved(loops: dict[str, Loop], calls: int, rounds: int) -> dict[str, list[float]]:
+    """One sample of each loop per round, round-robin, starting one further along each round.
+
+    Short samples over many rounds: a burst of load from another process falls on every loop
+    alike instead of on whichever was running.
+    """
+    keys = list(loops)
+    for key in keys:
+        await timed(loops[key], min(calls, 1_000))  # warm-up
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    for index in range(rounds):
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].append(await timed(loops[key], calls))
+    return samples
