@@ -27,7 +27,7 @@ __all__ = ["AUTH_SERVICE_LIMITS", "AuthSettings", "create_user_app"]
 # than `max_keepalive_connections` (encode/httpcore#1000), and its pool scans every connection
 # for every request it queues or releases. With httpx's defaults (100 and 20) a burst can
 # grow the pool to 20, after which it closes and reopens connections for as long as the load
-# lasts: under 32 concurrent requests, up to twice the CPU per /login (bench/pool_churn.py).
+# lasts: under 32 concurrent requests, up to twice the CPU per /login (docs/benchmarks.md).
 AUTH_SERVICE_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10)
 
 
@@ -81,7 +81,7 @@ def create_user_app(
     setup_breakers(app, registry)
 
     # /login is the hot route: it reaches its breaker through the registry rather than
-    # `Depends`, whose machinery costs FastAPI more than the whole breaker (bench/http_layers),
+    # `Depends`, whose machinery costs FastAPI more than the whole breaker (docs/benchmarks.md),
     # and documents its 503 itself.
     @app.get("/login", responses={503: dict(CIRCUIT_OPEN_RESPONSE)})
     async def login(token: str, request: Request) -> dict[str, str]:
@@ -100,9 +100,10 @@ def create_user_app(
             raise HTTPException(status_code=502, detail="Auth Service failed")
         return {"user": response.json()["user"]}
 
+    # refuse_early=False: a status page reads the breaker, and must answer while it is open.
     @app.get("/auth-status")
     async def auth_status(
-        breaker: Annotated[CircuitBreaker, Depends(get_breaker("AuthService"))],
+        breaker: Annotated[CircuitBreaker, Depends(get_breaker("AuthService", refuse_early=False))],
     ) -> dict[str, object]:
         """The Auth Service breaker, taken the `Depends` way: its state and retry-after."""
         return {"state": breaker.state.value, "retry_after": breaker.retry_after}

@@ -7,6 +7,10 @@
     async def me(auth: CircuitBreaker = Depends(get_breaker("AuthService"))) -> dict[str, str]:
         return await auth.call(fetch_user)
 
+While the breaker would refuse a call, `get_breaker(name)` refuses the request before the route
+runs, and the 503 goes out without the route building anything; `refuse_early=False`, or a
+fallback on the breaker, lets the route run and answer the refusal itself.
+
 `setup_breakers` attaches the registry at `app.state.breaker_registry`, checks at startup that a
 strict registry knows every breaker a route depends on (and every critical breaker of a
 `health_router` that reads the app's registry), shuts every breaker down when the app's lifespan
@@ -111,24 +115,48 @@ def get_registry(request: HTTPConnection) -> BreakerRegistry:
 class BreakerDependency:
     """A FastAPI dependency that gives a route the app's breaker called `name`.
 
-    Equal names make equal, hashable objects, so `app.dependency_overrides[get_breaker(name)]`
-    replaces it. `__call__` is a coroutine so that FastAPI calls it on the event loop rather than
-    on a worker thread.
+    With `refuse_early` (the default), an HTTP request meets the breaker's refusal here, before
+    the route runs: `breaker.check()` raises the `CircuitOpenError` that a call would meet now
+    (counted as a rejection; in half-open the free trial permit is left to the route's call), and
+    the app's handler answers 503. A breaker with a fallback is never refused here, since its
+    calls answer a refusal with the fallback; nor is a websocket, whose route decides what a
+    refusal means for its connection.
+
+    Equal arguments make equal, hashable objects, so `app.dependency_overrides[get_breaker(name)]`
+    replaces it. The two forms stay unequal: `typing.Annotated` caches its aliases by equal
+    metadata, and would hand a route the other form's dependency. `__call__` is a coroutine so
+    that FastAPI calls it on the event loop rather than on a worker thread.
     """
 
     name: str
+    refuse_early: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a breaker name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.refuse_early, bool):
+            raise TypeError(f"refuse_early must be True or False, got {self.refuse_early!r}")
 
     async def __call__(self, request: HTTPConnection) -> CircuitBreaker:
-        return get_registry(request).get(self.name)
+        breaker = get_registry(request).get(self.name)
+        if self.refuse_early and request.scope["type"] == "http" and not _has_fallback(breaker):
+            breaker.check()
+        return breaker
 
 
-def get_breaker(name: str) -> BreakerDependency:
-    """`Depends(get_breaker("AuthService"))`: the app's breaker called `name`."""
-    return BreakerDependency(name)
+def _has_fallback(breaker: CircuitBreaker) -> bool:
+    # The engine has no public reader of the fallback; this is the one place that looks.
+    return breaker._fallback is not None
+
+
+def get_breaker(name: str, *, refuse_early: bool = True) -> BreakerDependency:
+    """`Depends(get_breaker("AuthService"))`: the app's breaker called `name`.
+
+    While the breaker would refuse a call, the request is refused before the route runs (503
+    with `Retry-After`), unless the breaker has a fallback. Pass `refuse_early=False` for a
+    route that answers the refusal itself or only reads the breaker (a status page).
+    """
+    return BreakerDependency(name, refuse_early)
 
 
 def setup_breakers(

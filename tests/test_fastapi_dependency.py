@@ -102,15 +102,19 @@ async def test_a_nested_dependency_receives_the_breaker() -> None:
         assert (await http.get("/client")).json() == {"breaker": "AuthService"}
 
 
-async def test_a_websocket_route_receives_the_breaker() -> None:
+@pytest.mark.parametrize("opened", [False, True])
+async def test_a_websocket_route_receives_the_breaker(opened: bool) -> None:
     registry = BreakerRegistry(clock=FakeClock())
     app = FastAPI()
     setup_breakers(app, registry, middleware=False)
+    breaker = registry.get("AuthService")
+    if opened:
+        breaker.open()  # not refused before the route: a websocket decides for itself
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket, breaker: AuthBreaker) -> None:
         await websocket.accept()
-        await websocket.send_text(breaker.name)
+        await websocket.send_text(f"{breaker.name} {breaker.state.value}")
         await websocket.close()
 
     # httpx speaks no websocket: hold the ASGI conversation by hand.
@@ -127,7 +131,8 @@ async def test_a_websocket_route_receives_the_breaker() -> None:
     await app(scope, receive, send)
 
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
-    assert sent[1]["text"] == "AuthService"
+    assert sent[1]["text"] == f"AuthService {'open' if opened else 'closed'}"
+    assert breaker.stats.rejects == 0
 
 
 # ---------------------------------------------------------------- overrides
