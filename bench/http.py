@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from bench.processes import HANG, Upstream, UvicornProcess, get
-from bench.report import Run, heading, median_interval, verdict_lines, versions
+from bench.report import Run, goal, heading, median_interval, verdict_lines, versions
 from bench.wrk import WrkResult, find_wrk, run_wrk, sampled
 
 LOGIN = "/login?token=valid-alice"
@@ -148,14 +148,10 @@ def summarize_overhead(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     # A bootstrap over two or three groups of a few rounds gives an interval too narrow to trust.
     enough = len(generations) >= _MIN_GENERATIONS and len(pairs) >= _MIN_ROUNDS
 
-    def verdict(goal: str, key: str, bar: float, met: bool) -> dict[str, Any]:
+    def verdict(text: str, key: str, bar: float, met: bool) -> dict[str, Any]:
         low, high = interval[key]
-        return {
-            "goal": goal,
-            "met": met,
-            "text": f"{ratios[key]:.3f} (95% interval {low:.2f}-{high:.2f})",
-            "settled": enough and not low < bar < high,
-        }
+        shown = f"{ratios[key]:.3f} (95% interval {low:.2f}-{high:.2f})"
+        return goal(text, met, shown, settled=enough and not low < bar < high)
 
     return {
         "medians": medians,
@@ -262,18 +258,16 @@ def fast_failure(args: argparse.Namespace, load: Load, rate: float) -> dict[str,
         "paced_rate": rate,
         "runs": runs,
         "verdicts": [
-            {
-                "goal": f"p99 of the 503s < 5 ms at the overhead run's rate ({rate:.0f}/s)",
-                "met": p99 < 5.0,
-                "text": f"{p99:.2f} ms, median of the paced runs",
-            },
-            {
-                "goal": "the upstream received exactly the trials admitted",
-                "met": True,  # open_run raises otherwise
-                "text": " ".join(
-                    f"{r['upstream_requests']}/{r['trials']}" for r in runs if "trials" in r
-                ),
-            },
+            goal(
+                f"p99 of the 503s < 5 ms at the overhead run's rate ({rate:.0f}/s)",
+                p99 < 5.0,
+                f"{p99:.2f} ms, median of the paced runs",
+            ),
+            goal(
+                "the upstream received exactly the trials admitted",
+                True,  # open_run raises otherwise
+                " ".join(f"{r['upstream_requests']}/{r['trials']}" for r in runs if "trials" in r),
+            ),
         ],
     }
 

@@ -11,7 +11,6 @@ import asyncio
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import random
@@ -26,11 +25,11 @@ from typing import Any
 __all__ = [
     "RESULTS",
     "Run",
+    "goal",
     "heading",
     "interleaved",
     "machine",
     "median_interval",
-    "percentile",
     "save",
     "verdict_lines",
     "versions",
@@ -93,6 +92,11 @@ class Run:
         return path
 
 
+def goal(goal: str, met: bool, text: str, *, settled: bool = True) -> dict[str, Any]:
+    """One verdict: the goal, whether this run met it, the figures that say so."""
+    return {"goal": goal, "met": met, "text": text, "settled": settled}
+
+
 def heading(report: dict[str, Any]) -> list[str]:
     """The first lines of every printed report: the command, when, and on what."""
     m = report["machine"]
@@ -116,14 +120,6 @@ def verdict_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- statistics
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest rank, as the engine's stats do: sorted[ceil(p * n) - 1]; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(p * len(ordered))) - 1]
 
 
 def median_interval(

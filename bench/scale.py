@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
-import json
 import statistics
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from bench.processes import UvicornProcess
-from bench.report import Run, heading, interleaved, percentile, verdict_lines
+from bench.processes import UvicornProcess, get
+from bench.report import Run, goal, heading, interleaved, verdict_lines
+from bench.wrk import find_wrk, run_wrk
 from fastapi_breaker import BreakerOptions, BreakerRegistry, State
 from fastapi_breaker.testing import FakeClock
-
-HTTP_DEADLINE_SECONDS = 120.0
 
 
 async def noop() -> None:
@@ -90,45 +86,23 @@ async def measure_call_time(small: int, big: int, calls: int, rounds: int) -> di
 # ---------------------------------------------------------------------------------- 2. /health
 
 
-def measure_health(count: int, requests: int) -> dict[str, Any]:
-    """Sequential keep-alive GETs to a uvicorn subprocess, /health and /health/live by turns."""
-    server = UvicornProcess(
-        "bench.apps:make_health_app", env={"BENCH_BREAKERS": str(count)}, ready_path="/health/live"
-    )
-    timings: dict[str, list[float]] = {"/health": [], "/health/live": []}
-    with server:
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-
-        def timed_get(path: str) -> tuple[float, bytes]:
-            start = time.perf_counter()
-            connection.request("GET", path)
-            response = connection.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{path} answered {response.status}")
-            return time.perf_counter() - start, body
-
-        details = json.loads(timed_get("/health")[1])["details"]
+def measure_health(count: int, seconds: float) -> dict[str, Any]:
+    """wrk with one connection (one request at a time) on /health, then on /health/live."""
+    wrk = find_wrk()
+    env = {"BENCH_BREAKERS": str(count)}
+    found: dict[str, Any] = {}
+    with UvicornProcess("bench.apps:make_health_app", env=env, ready_path="/health/live") as server:
+        details = get(server.url + "/health", timeout=30.0)[1]["details"]
         opened = sum(1 for d in details.values() if d["state"] == "open")
         if len(details) != count or opened != count // 10:
             raise RuntimeError(f"/health shows {len(details)} breakers, {opened} open")
-        stop = time.monotonic() + HTTP_DEADLINE_SECONDS
-        for index in range(requests + 10):  # the first 10 of each warm up
-            if time.monotonic() > stop:
-                break
-            for path, seen in timings.items():
-                seconds, _ = timed_get(path)
-                if index >= 10:
-                    seen.append(seconds)
-        connection.close()
-    return {
-        path: {
-            "requests": len(seen),
-            "p50_ms": percentile(seen, 0.5) * 1e3,
-            "p99_ms": percentile(seen, 0.99) * 1e3,
-        }
-        for path, seen in timings.items()
-    }
+        for path in ("/health", "/health/live"):
+            run_wrk(wrk, server.url + path, connections=1, seconds=1.0)  # warm-up
+            result = run_wrk(wrk, server.url + path, connections=1, seconds=seconds, counted=True)
+            if result.counts != {"200": result.requests}:
+                raise RuntimeError(f"{path} answered {result.counts}")
+            found[path] = {"requests": result.requests, **result.latency_ms}
+    return found
 
 
 # ---------------------------------------------------------------------------------- 3. idle
@@ -180,12 +154,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--health-breakers", type=int, default=1_000, help="for /health (1,000)")
     parser.add_argument("--calls", type=int, default=2_000, help="calls per timed sample (2,000)")
     parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds (60)")
-    parser.add_argument("--requests", type=int, default=300, help="/health requests (300)")
+    parser.add_argument("--health-seconds", type=float, default=5.0, help="/health load (5 s)")
     parser.add_argument("--quick", action="store_true", help="short run while developing")
     args = parser.parse_args(argv)
     if args.quick:
-        args.calls, args.rounds, args.requests = 1_000, 8, 60
-    if min(args.calls, args.rounds, args.requests) < 1:
+        args.calls, args.rounds, args.health_seconds = 1_000, 8, 2.0
+    if min(args.calls, args.rounds, args.health_seconds) < 1:
         parser.error("counts must be at least 1")
     if args.breakers < 100 or args.health_breakers < 10:
         parser.error("--breakers must be at least 100 and --health-breakers at least 10")
@@ -193,33 +167,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
-    call, health, idle = report["call_time"], report["health"], report["idle"]
-    found = [
-        {
-            "goal": f"call time independent of the registry's size ({form})",
-            "met": 0.9 <= call[f"{form}.ratio"] <= 1.1,
-            "text": f"{report['breakers']:,} vs 10 breakers: {call[f'{form}.ratio']:.3f}",
-        }
-        for form in ("get", "direct")
+    call, idle = report["call_time"], report["idle"]
+    p99, still = report["health"]["/health"]["p99"], idle["idle_still_counting_t0"]
+    return [
+        *(
+            goal(
+                f"call time independent of the registry's size ({form})",
+                0.9 <= call[f"{form}.ratio"] <= 1.1,
+                f"{report['breakers']:,} vs 10 breakers: {call[f'{form}.ratio']:.3f}",
+            )
+            for form in ("get", "direct")
+        ),
+        goal(
+            f"/health under 50 ms, {report['health_breakers']:,} breakers",
+            p99 < 50.0,
+            f"p99 {p99:.2f} ms",
+        ),
+        goal(
+            "idle breakers cost nothing per tick, and their stats still roll",
+            still == 0 and 0.9 <= idle["ratio"] <= 1.1,
+            f"ratio {idle['ratio']:.3f}; idle stats still counting t=0: {still}",
+        ),
     ]
-    p99 = health["/health"]["p99_ms"]
-    found.append(
-        {
-            "goal": f"/health under 50 ms with {report['health_breakers']:,} breakers",
-            "met": p99 < 50.0,
-            "text": f"p99 {p99:.2f} ms over HTTP",
-        }
-    )
-    exact = idle["idle_still_counting_t0"] == 0
-    found.append(
-        {
-            "goal": "idle breakers cost nothing per tick, and their stats still roll",
-            "met": exact and 0.9 <= idle["ratio"] <= 1.1,
-            "text": f"ratio {idle['ratio']:.3f}; idle stats still counting t=0: "
-            f"{idle['idle_still_counting_t0']}",
-        }
-    )
-    return found
 
 
 def render(report: dict[str, Any]) -> str:
@@ -240,8 +209,8 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", f"2. {report['health_breakers']:,} used breakers (10% open), detail on, HTTP"]
     for path, row in report["health"].items():
         lines.append(
-            f"  {path:<14} p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms"
-            f" ({row['requests']} sequential requests)"
+            f"  {path:<14} p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms"
+            f" ({row['requests']} requests, one at a time)"
         )
     lines += [
         "",
@@ -263,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("call time ...", file=sys.stderr, flush=True)
     report["call_time"] = asyncio.run(measure_call_time(10, args.breakers, args.calls, args.rounds))
     print("/health over HTTP ...", file=sys.stderr, flush=True)
-    report["health"] = measure_health(args.health_breakers, args.requests)
+    report["health"] = measure_health(args.health_breakers, args.health_seconds)
     print("idle breakers ...", file=sys.stderr, flush=True)
     report["idle"] = asyncio.run(
         measure_idle(args.breakers, 10, max(1, args.calls // 10), args.rounds)

@@ -1,6 +1,6 @@
 """Soak: minutes of wrk load on a breaker-protected service while its upstream flaps.
 
-    python -m bench.soak [--seconds 120] [--flap-seconds 20] [--concurrency 32]
+    python -m bench.soak [--seconds 120] [--flap-seconds S] [--concurrency 32]
 
 The service (`create_soak_app`) has one route through `AsyncBreakerTransport` (503s) and one
 through `breaker.call()` with a fallback. The upstream, in this process, is up, then down
@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 
 from bench.apps import add_tasks_route
 from bench.processes import HANG, REFUSED, UP, Upstream, UvicornProcess, get
-from bench.report import Run, heading, verdict_lines
+from bench.report import Run, goal, heading, verdict_lines
 from bench.wrk import find_wrk, run_wrk, sampled
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
 from fastapi_breaker.fastapi import get_breaker, setup_breakers
@@ -44,6 +44,7 @@ CALL_BREAKER = "AuthServiceCall"  # GET /login-or-guest: breaker.call() with a f
 FAILED_DETAIL = "The Auth Service failed"  # the app's 503; the middleware's says "temporarily"
 GOOD = ("upstream", "fallback", "503 open", "503 failed")
 RSS_GROWTH_LIMIT = 0.05
+SAMPLE_SECONDS = 2.0  # between readings of the server's RSS and tasks
 DRAIN_POLLS = 120  # x 250 ms: tasks get 30 s to return to the baseline after the load
 
 # Both routes by turns; every response classified (see the module's text).
@@ -168,10 +169,9 @@ def _failed(breaker: CircuitBreaker) -> Response:
 # ---------------------------------------------------------------------------------- the run
 
 
-def schedule(periods: int, down: str) -> list[str]:
+def schedule(periods: int) -> list[str]:
     """Up first; then down and up by turns, the down periods hanging and refused by turns."""
-    downs = [HANG, REFUSED] if down == "both" else [down]
-    return [UP if i % 2 == 0 else downs[(i // 2) % len(downs)] for i in range(periods)]
+    return [UP if i % 2 == 0 else (HANG, REFUSED)[i // 2 % 2] for i in range(periods)]
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,9 +209,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 found["tasks"] = _tasks(server)
             return found
 
-        for index, mode in enumerate(
-            schedule(math.ceil(args.seconds / args.flap_seconds), args.down)
-        ):
+        for index, mode in enumerate(schedule(math.ceil(args.seconds / args.flap_seconds))):
             upstream.set_mode(mode)
             upstream.reset()
             seconds = min(args.flap_seconds, args.seconds - index * args.flap_seconds)
@@ -219,7 +217,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 run_wrk, wrk, server.url + "/login", connections=args.concurrency,
                 seconds=seconds, timeout_s=args.client_timeout, counted=True, lua=LUA,
             )  # fmt: skip
-            result, found = sampled(load, sample, seconds, args.sample_seconds)
+            result, found = sampled(load, sample, seconds, SAMPLE_SECONDS)
             samples += found
             periods.append({"mode": mode, "wrk": result.to_dict(), "samples": found,
                             "upstream_received": upstream.received,
@@ -280,33 +278,33 @@ def summarize(args: argparse.Namespace, found: dict[str, Any]) -> dict[str, Any]
         for p in found["periods"]
         for c in [p["wrk"]["counts"]]
     )
+    tasks = max((s["tasks"] or 0 for s in found["samples"]), default=0)
     verdicts = [
-        {
-            "goal": "every response is the upstream's, a fallback or a 503 with Retry-After",
-            "met": not violations,
-            "text": f"{total:,} responses, violations: {violations or 'none'}",
-        },
-        {
-            "goal": f"RSS after the warm-up ({warmup_end:.0f} s) grows by less than 5%",
-            "met": after_warmup != [] and rss["growth"] < RSS_GROWTH_LIMIT,
-            "text": f"{rss['at_warmup'] / 2**20:.1f} MB -> {rss['final'] / 2**20:.1f} MB "
+        goal(
+            "every response is the upstream's, a fallback or a 503 with Retry-After",
+            not violations,
+            f"{total:,} responses, violations: {violations or 'none'}",
+        ),
+        goal(
+            f"RSS after the warm-up ({warmup_end:.0f} s) grows by less than 5%",
+            after_warmup != [] and rss["growth"] < RSS_GROWTH_LIMIT,
+            f"{rss['at_warmup'] / 2**20:.1f} MB -> {rss['final'] / 2**20:.1f} MB "
             f"({rss['growth']:+.2%})"
             if after_warmup
             else "no sample after the warm-up: run longer",
-        },
-        {
-            "goal": "asyncio tasks return to the idle baseline after the load",
-            "met": drain["tasks_after"] is not None and drain["tasks_after"] <= baseline["tasks"],
-            "text": f"baseline {baseline['tasks']}, max under load "
-            f"{max((s['tasks'] or 0 for s in found['samples']), default=0)}, at the end of the "
-            f"load {drain['tasks_at_end_of_load']}, after: {drain['tasks_after']}",
-        },
-        {
-            "goal": "the flaps were seen: the upstream's answers when up; fallbacks and open 503s,"
+        ),
+        goal(
+            "asyncio tasks return to the idle baseline after the load",
+            drain["tasks_after"] is not None and drain["tasks_after"] <= baseline["tasks"],
+            f"baseline {baseline['tasks']}, max under load {tasks}, at its end "
+            f"{drain['tasks_at_end_of_load']}, after: {drain['tasks_after']}",
+        ),
+        goal(
+            "the flaps were seen: the upstream's answers when up; fallbacks and open 503s,"
             " and none of its answers, when down",
-            "met": flapped,
-            "text": "every period" if flapped else "see the table",
-        },
+            flapped,
+            "every period" if flapped else "see the table",
+        ),
     ]
     return {**found, "config": dict(vars(args)), "rss": rss, "verdicts": verdicts}
 
@@ -345,26 +343,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     add = parser.add_argument
     add("--seconds", type=float, default=120.0, help="load duration (120)")
-    add("--flap-seconds", type=float, default=20.0, help="up, then down (20)")
-    add("--down", choices=("both", HANG, REFUSED), default="both", help="kind of down (both)")
+    add("--flap-seconds", type=float, help="up, then down (20, or a sixth of a shorter run)")
     add("--concurrency", type=int, default=32, help="wrk connections (32)")
     add("--client-timeout", type=float, default=10.0, help="hung after (10 s)")
-    add("--sample-seconds", type=float, default=2.0, help="RSS and tasks every (2 s)")
     add("--breaker-timeout", type=float, default=1.0, help="breaker (1 s)")
-    add("--reset-timeout", type=float, help="breaker (default: flap-seconds / 4)")
     add("--volume-threshold", type=int, default=10, help="breaker (10)")
-    add("--window", type=float, help="breaker's rolling window (flap-seconds / 4)")
     args = parser.parse_args(argv)
+    args.flap_seconds = args.flap_seconds or min(20, max(1, int(args.seconds // 6)))
     if args.flap_seconds < 1 or args.seconds < 2 * args.flap_seconds:
         parser.error("--seconds must cover at least one up and one down flap of 1 s or more")
     if not 1 <= args.concurrency <= 1000:
         parser.error("--concurrency must be between 1 and 1000")
-    if args.sample_seconds <= 0 or args.client_timeout <= args.breaker_timeout:
-        parser.error("--sample-seconds must be > 0, --client-timeout > --breaker-timeout")
+    if args.client_timeout <= args.breaker_timeout:
+        parser.error("--client-timeout must be longer than --breaker-timeout")
     # A quarter of a flap: the breaker opens, probes and closes within every period, several
     # times over, instead of carrying the last period's successes into the next one.
-    args.reset_timeout = args.reset_timeout or args.flap_seconds / 4
-    args.window = args.window or args.flap_seconds / 4
+    args.reset_timeout = args.window = args.flap_seconds / 4
     return args
 
 

@@ -145,7 +145,9 @@ def run_wrk(
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         path = Path(tmp) / "report.lua"
         path.write_text(script + lua)
-        argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout_s:g}s"]
+        # wrk reads whole seconds only.
+        argv = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+        argv.append(f"--timeout={max(1, round(timeout_s))}s")
         # wrk stops itself after -d; the subprocess timeout is the backstop.
         done = subprocess.run(
             [*argv, "-s", str(path), url],
