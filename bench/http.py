@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 import psutil
 
 from bench.processes import HANG, Upstream, UvicornProcess, get
@@ -182,7 +183,7 @@ def loaded(
         )
         try:
             tasks = get(server.url + "/_bench/tasks", timeout=2.0)[1]["tasks"]
-        except (OSError, TypeError, KeyError):
+        except (httpx.TransportError, TypeError, KeyError):
             tasks = None  # the server did not answer in time: that is a finding too
         return {"sockets": sockets, "tasks": tasks}
 

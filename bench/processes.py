@@ -14,8 +14,6 @@ is a bounded poll of a URL; the process is terminated (then killed) on leaving t
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import os
 import socket
 import subprocess
@@ -28,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+import httpx
 import psutil
 
 from bench.apps import verify
@@ -49,22 +48,14 @@ def free_port() -> int:
 
 
 def get(url: str, *, timeout: float = 5.0) -> tuple[int, Any]:
-    """GET a 127.0.0.1 URL with http.client (no proxy from the environment); (status, JSON)."""
+    """GET a 127.0.0.1 URL, no proxy from the environment: (status, the JSON body or None)."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"127.0.0.1 only, not {url!r}")
-    hostport, _, path = url.removeprefix("http://").partition("/")
-    host, _, port = hostport.partition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    response = httpx.get(url, timeout=timeout, trust_env=False)
     try:
-        conn.request("GET", "/" + path)
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    try:
-        return response.status, json.loads(body) if body else None
+        return response.status_code, response.json()
     except ValueError:
-        return response.status, body.decode("latin-1")
+        return response.status_code, None
 
 
 class _Stoppable:
@@ -133,7 +124,7 @@ class UvicornProcess(_Stoppable):
                 raise RuntimeError(f"{self.target} exited early:\n{self.output()}")
             try:
                 status, _ = get(self.url + self.ready_path, timeout=1.0)
-            except OSError:
+            except httpx.TransportError:
                 time.sleep(0.05)
                 continue
             if status != 200:

@@ -205,7 +205,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_percent": process.cpu_percent(None),
                 "tasks": None,
             }
-            with contextlib.suppress(OSError, TypeError, KeyError):
+            with contextlib.suppress(httpx.TransportError, TypeError, KeyError):
                 found["tasks"] = _tasks(server)
             return found
 
@@ -228,7 +228,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         # Drain: wrk has closed its connections; tasks must return to the baseline.
         after = at_end["tasks"]
         for _ in range(DRAIN_POLLS):
-            with contextlib.suppress(OSError, TypeError, KeyError):
+            with contextlib.suppress(httpx.TransportError, TypeError, KeyError):
                 after = _tasks(server)
             if after is not None and after <= baseline["tasks"]:
                 break
