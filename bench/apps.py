@@ -36,6 +36,7 @@ __all__ = [
     "make_plain_app",
     "make_upstream_app",
     "populate",
+    "upstream_url",
     "verify",
 ]
 
@@ -47,7 +48,7 @@ COUNTED_EVENTS: tuple[EventName, ...] = ("open", "half_open", "close", "timeout"
 HEALTH_OPTIONS = {"reset_timeout": 3600.0, "rolling_count_timeout": 3600.0, "volume_threshold": 0}
 
 
-def _upstream_url() -> str:
+def upstream_url() -> str:
     url = os.environ.get("BENCH_UPSTREAM_URL", "")
     if not url.startswith("http://127.0.0.1:"):
         raise RuntimeError(f"BENCH_UPSTREAM_URL must be http://127.0.0.1:<port>, got {url!r}")
@@ -73,7 +74,7 @@ def make_breaker_app() -> FastAPI:
         reset_timeout=_seconds("BENCH_RESET_TIMEOUT", defaults.reset_timeout),
     )
     app = create_user_app(
-        _upstream_url(), settings, http_timeout=_seconds("BENCH_HTTPX_TIMEOUT", 5.0)
+        upstream_url(), settings, http_timeout=_seconds("BENCH_HTTPX_TIMEOUT", 5.0)
     )
     counts: collections.Counter[str] = collections.Counter()
     counted: list[CircuitBreaker] = []  # the breaker the listeners are on, if any
@@ -113,7 +114,7 @@ def make_breaker_app() -> FastAPI:
 
 def make_plain_app() -> FastAPI:
     """The same `/login` with a plain httpx client: no breaker, transport or middleware."""
-    auth_url = _upstream_url()
+    auth_url = upstream_url()
     timeout = _seconds("BENCH_HTTPX_TIMEOUT", 5.0)
 
     @asynccontextmanager

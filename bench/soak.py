@@ -29,7 +29,7 @@ import psutil
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from bench.apps import add_tasks_route
+from bench.apps import add_tasks_route, upstream_url
 from bench.processes import HANG, REFUSED, UP, Upstream, UvicornProcess, get
 from bench.report import Run, goal, heading, verdict_lines
 from bench.wrk import find_wrk, run_wrk, sampled
@@ -86,7 +86,7 @@ end
 
 def create_soak_app() -> FastAPI:
     """The service under test: BENCH_UPSTREAM_URL, and SOAK_OPTIONS for both breakers (JSON)."""
-    upstream = os.environ["BENCH_UPSTREAM_URL"]
+    upstream = upstream_url()
     options = json.loads(os.environ["SOAK_OPTIONS"])
     registry = BreakerRegistry(
         breakers={TRANSPORT_BREAKER: options, CALL_BREAKER: options}, strict=True
