@@ -6,10 +6,12 @@ concurrency, and the latency at that concurrency. `rate` paces it instead (rando
 between requests), so that latency is service time rather than queueing.
 
 A Lua `done()` prints wrk's own summary as one JSON line, so nothing is scraped from its text
-report: latency percentiles come straight from wrk's histogram. `counted=True` adds a
-`response()` hook that counts responses by `classify(status, headers, body)` (the status, unless
-`lua` defines another). That hook makes wrk hand every response to Lua, so use it for every
-variant of a comparison or for none.
+report: latency percentiles come straight from wrk's histogram. wrk corrects that histogram for
+coordinated omission (a response slower than twice a connection's mean interval adds samples in
+between), so where slow responses mix with fast ones the upper percentiles read high.
+`counted=True` adds a `response()` hook that counts responses by `classify(status, headers,
+body)` (the status, unless `lua` defines another). That hook makes wrk hand every response to
+Lua, so use it for every variant of a comparison or for none.
 """
 
 from __future__ import annotations
