@@ -31,14 +31,13 @@ import psutil
 
 from bench.apps import verify
 
-__all__ = ["HANG", "MODES", "REFUSED", "ROOT", "UP", "Upstream", "UvicornProcess", "free_port"]
+__all__ = ["HANG", "REFUSED", "ROOT", "UP", "Upstream", "UvicornProcess", "free_port", "get"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _READY_POLLS = 200  # x 50 ms: a server not answering within 10 s is broken
 _WAIT = 5.0  # seconds: between SIGTERM and SIGKILL; for the upstream's thread to act
 _MAX_REQUESTS = 1_000_000  # per connection to the upstream: a client that never stops is cut off
 UP, HANG, REFUSED = "up", "hang", "refused"
-MODES = (UP, HANG, REFUSED)
 
 
 def free_port() -> int:
