@@ -5,7 +5,7 @@
 
 Wall-clock load on a shared machine swings by more than the few percent a breaker may cost
 (bench/http.py shows the spread). Instructions do not: callgrind counts what the server's
-process executes, whatever else the machine is doing. Each variant of bench/http.py's item 1
+process executes, whatever else the machine is doing. Each variant of bench/http.py's overhead
 (the example User Service with the breaker, transport and middleware; the same route without
 them) runs under `valgrind --tool=callgrind` with counting off; after a warm-up, counting is
 switched on for exactly N `/login` requests, then off, and the count is read from the dump.
