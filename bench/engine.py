@@ -8,8 +8,13 @@ place further along each round so that no contender always runs first or last. T
 gives the median over the rounds, and the fastest sample. Defaults: 2,000 calls x 150 rounds.
 
 A breaker's *overhead* is its time per protected call minus the time per bare `await noop()`
-taken in the same round. Rejections are reported as the whole cost of one rejected call,
-raise and catch included, next to the floor of raising from a coroutine and catching.
+(a bare `noop_sync()` for the sync calls) taken in the same round. Rejections are reported as
+the whole cost of one rejected call, raise and catch included, next to the floor of raising
+from a coroutine and catching.
+
+Memory per breaker is measured first, with tracemalloc: the bytes that 10,000 breakers of one
+library hold once made (idle), and after one successful call through each (ours with its
+default 10 s time limit). Each breaker's name is a new string: the same for every library.
 
 The results go to stdout as a table and to bench/results/engine-<date>.json.
 """
@@ -22,20 +27,30 @@ import gc
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from bench.peers import CLOSED, REJECT, TIMEOUT, Contender, build_contenders
+from bench.peers import CLOSED, REJECT, SYNC, TIMEOUT, Contender, build_contenders, footprints
 from bench.report import Run
 
 SECTIONS = {
     CLOSED: "(a) closed, success: overhead over a bare `await noop()`, ns per call",
     TIMEOUT: "(b) timeout on: overhead over a bare `await noop()`, ns per call",
     REJECT: "(c) open, rejected: whole cost of one rejected call (raise + catch), ns per call",
+    SYNC: "(d) sync, closed: overhead over a bare `noop_sync()`, ns per call",
 }
 # The row every other row of a section is compared with.
-REFERENCE = {CLOSED: "ours.call.closed", TIMEOUT: "ours.call.timeout", REJECT: "ours.call.reject"}
+REFERENCE = {
+    CLOSED: "ours.call.closed",
+    TIMEOUT: "ours.call.timeout",
+    REJECT: "ours.call.reject",
+    SYNC: "ours.call_sync",
+}
+# The bare loop each section's overhead is taken over.
+BARE = {CLOSED: "bare", TIMEOUT: "bare", SYNC: "bare.sync"}
+BREAKERS = 10_000  # per library, for the memory figures
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -92,12 +107,42 @@ async def measure(
     return contenders, samples, missing
 
 
+def footprint(make: Any, use: Any) -> tuple[float, float]:
+    """Bytes per breaker held by `BREAKERS` breakers: idle, and after one call through each."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = [make(i) for i in range(BREAKERS)]
+        idle = tracemalloc.get_traced_memory()[0] - before
+
+        async def use_all() -> None:
+            for breaker in held:
+                await use(breaker)
+
+        asyncio.run(use_all())
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del held
+    return idle / BREAKERS, used / BREAKERS
+
+
+def memory() -> list[dict[str, Any]]:
+    rows = []
+    for library, (make, use) in footprints().items():
+        idle, used = footprint(make, use)
+        rows.append({"library": library, "idle_bytes": idle, "after_call_bytes": used})
+    return rows
+
+
 def summarize(contenders: list[Contender], samples: dict[str, list[float]]) -> list[dict[str, Any]]:
-    bare = samples["bare"]
     rows: list[dict[str, Any]] = []
     for contender in contenders:
         raw = samples[contender.key]
-        if contender.group in (CLOSED, TIMEOUT):
+        if contender.group in BARE:
+            bare = samples[BARE[contender.group]]
             # Paired with the bare await of the same round, so slow drifts of the machine cancel.
             values = [total - base for total, base in zip(raw, bare, strict=True)]
             # Best case: the fastest sample of each. (The smallest paired difference is not:
@@ -127,8 +172,10 @@ def summarize(contenders: list[Contender], samples: dict[str, list[float]]) -> l
     return rows
 
 
-def verdicts(rows: list[dict[str, Any]], missing: dict[str, str]) -> list[dict[str, Any]]:
-    """One verdict per goal of issue 2, item 15, and per calling form of ours (call, fire)."""
+def verdicts(
+    rows: list[dict[str, Any]], missing: dict[str, str], footprints: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One verdict per goal the benchmarks page states, per calling form of ours (call, fire)."""
     by_key = {row["key"]: row for row in rows}
     found: list[dict[str, Any]] = []
 
@@ -164,8 +211,55 @@ def verdicts(rows: list[dict[str, Any]], missing: dict[str, str]) -> list[dict[s
         theirs = by_key["circuitbreaker.reject"]["median_ns"]
         judge("rejection below circuitbreaker", REJECT, theirs, f"circuitbreaker {theirs:.0f} ns")
 
+    default, unlimited = by_key["ours.call.timeout"], by_key["ours.call.closed"]
+    ratio = default["median_ns"] / unlimited["median_ns"]
+    found.append(
+        {
+            "goal": "default 10 s limit within 1.5x of timeout=None",
+            "form": "call()",
+            "met": ratio <= 1.5,
+            "text": f"ours call() {default['median_ns']:.0f} ns vs "
+            f"{unlimited['median_ns']:.0f} ns: {ratio:.2f}x",
+        }
+    )
+
+    sync_peers = [row for row in rows if row["group"] == SYNC and not row["ours"]]
+    if sync_peers:
+        fastest = min(sync_peers, key=lambda row: row["median_ns"])
+        ours = by_key["ours.call_sync"]["median_ns"]
+        found.append(
+            {
+                "goal": "sync call below every peer's sync call",
+                "form": "call_sync()",
+                "met": ours < fastest["median_ns"],
+                "text": f"ours {ours:.0f} ns vs {fastest['label']} {fastest['median_ns']:.0f} ns",
+            }
+        )
+
+    theirs_memory = [row for row in footprints if row["library"] != "fastapi_breaker"]
+    ours_memory = next(row for row in footprints if row["library"] == "fastapi_breaker")
+    if theirs_memory:
+        lightest = min(theirs_memory, key=lambda row: row["idle_bytes"])
+        found.append(
+            {
+                "goal": "memory per idle breaker at or below the lightest peer",
+                "form": "breaker",
+                "met": ours_memory["idle_bytes"] <= lightest["idle_bytes"],
+                "text": f"ours {ours_memory['idle_bytes']:.0f} B vs {lightest['library']} "
+                f"{lightest['idle_bytes']:.0f} B",
+            }
+        )
+    found.append(
+        {
+            "goal": "memory per breaker after one call under 1,000 B",
+            "form": "breaker",
+            "met": ours_memory["after_call_bytes"] < 1000,
+            "text": f"ours {ours_memory['after_call_bytes']:.0f} B",
+        }
+    )
+
     for row in found:
-        if missing and row["goal"].startswith("closed"):
+        if missing and row["goal"].startswith(("closed", "sync")):
             # A peer that was not measured cannot have been beaten.
             row["met"] = False
             row["text"] += f"; not measured: {', '.join(missing)}"
@@ -214,7 +308,13 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {row['label']:<{width}}{row['median_ns']:8.0f}{row['min_ns']:8.0f}{shown}"
             )
-    lines += ["", "goals of issue 2, item 15:"]
+    lines += ["", f"memory per breaker, {BREAKERS:,} breakers (tracemalloc), bytes"]
+    lines.append(f"  {'library':<18}{'idle':>8}{'after one call':>16}")
+    for row in sorted(report["memory"], key=lambda row: row["idle_bytes"]):
+        lines.append(
+            f"  {row['library']:<18}{row['idle_bytes']:8.0f}{row['after_call_bytes']:16.0f}"
+        )
+    lines += ["", "goals:"]
     for verdict in report["verdicts"]:
         met = "MET    " if verdict["met"] else "NOT MET"
         lines.append(f"  {met} {verdict['goal']}: {verdict['text']}")
@@ -226,6 +326,7 @@ def render(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run("bench.engine", argv)
+    footprints_found = memory()
     contenders, samples, missing = asyncio.run(measure(args.calls, args.rounds))
     rows = summarize(contenders, samples)
     report = {
@@ -234,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "calls": args.calls,
         "rounds": args.rounds,
         "results": rows,
-        "verdicts": verdicts(rows, missing),
+        "memory": footprints_found,
+        "verdicts": verdicts(rows, missing, footprints_found),
         "missing": missing,
     }
     run.finish("engine", report, render)

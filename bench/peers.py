@@ -20,13 +20,17 @@ from typing import Any
 
 from fastapi_breaker import CircuitBreaker, CircuitOpenError, State
 
-__all__ = ["Contender", "build_contenders", "noop"]
+__all__ = ["Contender", "build_contenders", "noop", "noop_sync"]
 
-BASELINE, CLOSED, TIMEOUT, REJECT = "baseline", "closed", "timeout", "reject"
+BASELINE, CLOSED, TIMEOUT, REJECT, SYNC = "baseline", "closed", "timeout", "reject", "sync"
 OPEN_FOR = 3600.0  # seconds: longer than any run, so no tripped breaker goes half-open
 
 
 async def noop() -> None:
+    return None
+
+
+def noop_sync() -> None:
     return None
 
 
@@ -84,6 +88,10 @@ def references() -> list[Contender]:
             async with timeout(10):
                 await noop()
 
+    async def bare_sync(n: int) -> None:
+        for _ in range(n):
+            noop_sync()
+
     async def raise_and_catch(n: int) -> None:
         for _ in range(n):
             try:  # noqa: SIM105 - contextlib.suppress would add its own cost to the timing
@@ -93,6 +101,7 @@ def references() -> list[Contender]:
 
     return [
         Contender("bare", BASELINE, "await noop() (bare)", bare, _nothing),
+        Contender("bare.sync", BASELINE, "noop_sync() (bare)", bare_sync, _nothing),
         Contender(
             "asyncio.timeout",
             TIMEOUT,
@@ -154,6 +163,22 @@ def ours_closed(timeout: float | None, group: str) -> list[Contender]:
     for contender in contenders:
         contender.ours = True
     return contenders
+
+
+def ours_sync() -> list[Contender]:
+    """`call_sync()` with the default options (a 10 s limit, checked when the call returns)."""
+    breaker = CircuitBreaker(name="bench-sync")
+
+    def check() -> None:
+        _expect("fastapi_breaker state", breaker.state, State.CLOSED)
+
+    async def call_sync(n: int) -> None:
+        call = breaker.call_sync
+        for _ in range(n):
+            call(noop_sync)
+
+    label = "fastapi_breaker call_sync(noop_sync), defaults"
+    return [Contender("ours.call_sync", SYNC, label, call_sync, check, ours=True)]
 
 
 async def ours_open() -> list[Contender]:
@@ -242,7 +267,28 @@ async def purgatory() -> list[Contender]:
             except OpenedState:
                 pass
 
+    from purgatory import SyncCircuitBreakerFactory
+
+    sync_held = SyncCircuitBreakerFactory().get_breaker("bench-sync")
+
+    def check_sync() -> None:
+        _expect("purgatory state", sync_held.context.state, "closed")
+
+    async def sync_loop(n: int) -> None:
+        b = sync_held
+        for _ in range(n):
+            with b:
+                noop_sync()
+
     return [
+        Contender(
+            "purgatory.sync",
+            SYNC,
+            "purgatory: with breaker (sync factory)",
+            sync_loop,
+            check_sync,
+            peer="purgatory",
+        ),
         Contender(
             "purgatory.held",
             CLOSED,
@@ -280,12 +326,15 @@ async def circuitbreaker() -> list[Contender]:
 
     closed = Breaker(name="bench-closed")
     protected = closed(noop)
+    sync_closed = Breaker(name="bench-sync")
+    protected_sync = sync_closed(noop_sync)
     tripped = Breaker(failure_threshold=1, recovery_timeout=int(OPEN_FOR), name="bench-reject")
     rejected = tripped(noop)
     await _trip(tripped(fail))
 
     def check_closed() -> None:
         _expect("circuitbreaker state", closed.state, "closed")
+        _expect("circuitbreaker state", sync_closed.state, "closed")
 
     def check_open() -> None:
         _expect("circuitbreaker state", tripped.state, "open")
@@ -294,6 +343,11 @@ async def circuitbreaker() -> list[Contender]:
         f = protected
         for _ in range(n):
             await f()
+
+    async def sync_loop(n: int) -> None:
+        f = protected_sync
+        for _ in range(n):
+            f()
 
     async def reject_loop(n: int) -> None:
         f = rejected
@@ -304,6 +358,14 @@ async def circuitbreaker() -> list[Contender]:
                 pass
 
     return [
+        Contender(
+            "circuitbreaker.sync",
+            SYNC,
+            "circuitbreaker: @circuit on def",
+            sync_loop,
+            check_closed,
+            peer="circuitbreaker",
+        ),
         Contender(
             "circuitbreaker.closed",
             CLOSED,
@@ -406,6 +468,11 @@ async def pybreaker() -> list[Contender]:
             with b.calling():
                 await noop()
 
+    async def sync_loop(n: int) -> None:
+        call = closed.call
+        for _ in range(n):
+            call(noop_sync)
+
     async def reject_loop(n: int) -> None:
         b = tripped
         for _ in range(n):
@@ -416,6 +483,14 @@ async def pybreaker() -> list[Contender]:
                 pass
 
     return [
+        Contender(
+            "pybreaker.sync",
+            SYNC,
+            "pybreaker: call(noop_sync)",
+            sync_loop,
+            check_closed,
+            peer="pybreaker",
+        ),
         Contender(
             "pybreaker.closed",
             CLOSED,
@@ -505,6 +580,7 @@ async def build_contenders() -> tuple[list[Contender], dict[str, str]]:
     contenders += ours_closed(None, CLOSED)
     contenders += ours_closed(10.0, TIMEOUT)
     contenders += await ours_open()
+    contenders += ours_sync()
     missing: dict[str, str] = {}
     for name, build in PEERS.items():
         try:
@@ -512,3 +588,67 @@ async def build_contenders() -> tuple[list[Contender], dict[str, str]]:
         except ImportError as exc:
             missing[name] = f"not installed ({exc}); run `make bench`"
     return contenders, missing
+
+
+# ---------------------------------------------------------------------- memory per breaker
+
+Make = Callable[[int], Any]
+Use = Callable[[Any], Awaitable[Any]]
+
+
+def footprints() -> dict[str, tuple[Make, Use]]:
+    """How each library makes its n-th breaker, and makes one successful call through it.
+
+    Each as its docs show, with its defaults: ours with its default 10 s time limit.
+    """
+    makers: dict[str, tuple[Make, Use]] = {}
+
+    async def ours_use(breaker: CircuitBreaker) -> None:
+        await breaker.call(noop)
+
+    makers["fastapi_breaker"] = (lambda i: CircuitBreaker(name=f"b{i}"), ours_use)
+    try:
+        import circuitbreaker
+
+        async def circuit_use(breaker: Any) -> None:
+            await breaker.call_async(noop)
+
+        makers["circuitbreaker"] = (
+            lambda i: circuitbreaker.CircuitBreaker(name=f"b{i}"),
+            circuit_use,
+        )
+    except ImportError:
+        pass
+    try:
+        import pybreaker
+
+        async def py_use(breaker: Any) -> None:
+            with breaker.calling():
+                await noop()
+
+        makers["pybreaker"] = (lambda i: pybreaker.CircuitBreaker(name=f"b{i}"), py_use)
+    except ImportError:
+        pass
+    try:
+        import aiobreaker
+
+        async def aio_use(breaker: Any) -> None:
+            await breaker.call_async(noop)
+
+        makers["aiobreaker"] = (lambda i: aiobreaker.CircuitBreaker(name=f"b{i}"), aio_use)
+    except ImportError:
+        pass
+    try:
+        from purgatory import SyncCircuitBreakerFactory
+
+        # A purgatory breaker lives in its factory's repository: what one more name adds there.
+        factory = SyncCircuitBreakerFactory()
+
+        async def purgatory_use(breaker: Any) -> None:
+            with breaker:
+                noop_sync()
+
+        makers["purgatory"] = (lambda i: factory.get_breaker(f"b{i}"), purgatory_use)
+    except ImportError:
+        pass
+    return makers

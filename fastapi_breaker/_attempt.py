@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from ._deadlines import Deadline, DeadlineQueue, current_task_of
+from ._deadlines import DeadlineQueue, current_task_of, queue_for
 from ._errors import CallTimeoutError
+from ._outcome import record_error, record_success
+from ._tickets import Ticket
 
 if TYPE_CHECKING:
-    from ._breaker import CircuitBreaker, _Ticket
+    # For annotations only: the breaker imports this module, not the other way round.
+    from ._async_calls import AsyncCalls
+    from ._breaker import CircuitBreaker
 
 __all__ = ["Attempt"]
 
@@ -38,7 +42,7 @@ class Attempt:
 
     __slots__ = ("_breaker", "_settled", "_start", "_ticket", "_timed_out")
 
-    def __init__(self, breaker: CircuitBreaker, ticket: _Ticket | None, start: float) -> None:
+    def __init__(self, breaker: AsyncCalls, ticket: Ticket | None, start: float) -> None:
         self._breaker = breaker
         self._ticket = ticket  # None: the breaker is disabled and counts nothing
         self._start = start
@@ -57,7 +61,7 @@ class Attempt:
     @property
     def breaker(self) -> CircuitBreaker:
         """The breaker that admitted the call."""
-        return self._breaker
+        return cast("CircuitBreaker", self._breaker)
 
     def answered(self) -> bool:
         """The upstream has answered (an HTTP response's headers arrived, say).
@@ -68,12 +72,15 @@ class Attempt:
         """
         if self._settled or self._ticket is None:
             return True
-        return self._breaker._answered(self._ticket)
+        breaker = self._breaker
+        moves: list[str] = []
+        answered = breaker.core.answered(self._ticket, breaker.clock(), moves)
+        breaker._announce(moves)
+        return answered
 
     def succeeded(self, result: Any = None) -> None:
         if self._settle():
-            assert self._ticket is not None
-            self._breaker._record_success(result, self._start, self._ticket)
+            record_success(self._breaker, result, self._start, cast(Ticket, self._ticket))
 
     def failed(self, error: BaseException, *, open_for: float | None = None) -> BaseException:
         """Count `error` as the call's outcome; returns the error as callers should see it.
@@ -84,10 +91,15 @@ class Attempt:
         """
         if not self._settle():
             return error
-        assert self._ticket is not None
-        ticket = self._ticket
-        _, seen = self._breaker._record_error(
-            error, self._timed_out, self._start, ticket.generation, ticket, (), {}, open_for
+        ticket = cast(Ticket, self._ticket)
+        _, seen = record_error(
+            self._breaker,
+            error,
+            self._timed_out,
+            self._start,
+            ticket.generation,
+            ticket,
+            open_for=open_for,
         )
         return seen
 
@@ -109,15 +121,13 @@ class Attempt:
 
         For what owns an attempt and is garbage collected unsettled (an unclosed response).
         A finalizer runs wherever the collector started, perhaps on this thread in the middle
-        of the breaker's own bookkeeping, under its (reentrant) lock: settling there would
-        change the breaker half-way. Then settle it later, with `cancelled()`.
+        of the breaker's own bookkeeping, holding the core's lock: settling there would wait
+        for ever. Then settle it later, with `cancelled()`.
         """
         if self._settled or self._ticket is None:
             self._settled = True
             return True
-        # `_is_owned` is how `threading.Condition` asks the same of a lock.
-        is_owned = getattr(self._breaker._lock, "_is_owned", None)
-        if is_owned is None or is_owned():
+        if self._breaker.core.busy:
             return False
         self.cancelled()
         return True
@@ -138,25 +148,29 @@ class Attempt:
 
 
 class _TimeLimit:
-    __slots__ = ("_attempt", "_deadline", "_queue", "_task")
+    __slots__ = ("_attempt", "_key", "_queue", "_task")
 
     def __init__(self, attempt: Attempt) -> None:
         self._attempt = attempt
         self._queue: DeadlineQueue | None = None
-        self._deadline: Deadline | None = None
+        self._key: Any = None
         self._task: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> None:
         attempt = self._attempt
-        breaker = attempt._breaker
-        if attempt._ticket is None or (not attempt.trial and breaker.options.timeout is None):
+        options = attempt._breaker.core.options
+        if attempt._ticket is None or (not attempt.trial and options.timeout is None):
             return
         loop = asyncio.get_running_loop()
         self._task = current_task_of(loop)
         if self._task is None:
             return
-        self._queue = breaker._queue_for(loop, trial=attempt.trial)
-        self._deadline = self._queue.start(self._task)
+        seconds = options.trial_timeout if attempt.trial else cast(float, options.timeout)
+        breaker = attempt._breaker
+        queue = self._queue = queue_for(loop, seconds)
+        self._key = queue.start(self._task, breaker)
+        if not attempt.trial:  # what a registry looks at before it forgets a closed breaker
+            breaker._queue = queue
 
     async def __aexit__(
         self,
@@ -164,12 +178,12 @@ class _TimeLimit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        deadline, queue, task = self._deadline, self._queue, self._task
-        if deadline is None or queue is None or task is None:
+        queue, task = self._queue, self._task
+        if queue is None or task is None:
             return
-        queue.finish(deadline)
+        expired = queue.finish(self._key)
         # Only our own cancellation becomes a timeout; one the caller also asked for wins.
-        if deadline.expired and task.uncancel() == 0:
+        if expired and task.uncancel() == 0:
             self._attempt._timed_out = True
             timeout_error = CallTimeoutError(self._attempt._breaker.name, queue.seconds)
             raise timeout_error from (None if isinstance(exc, asyncio.CancelledError) else exc)

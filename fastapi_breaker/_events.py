@@ -1,7 +1,7 @@
 """Breaker events: their names, their payload, and the dispatch of handlers.
 
-Emitting is paid for only when someone listens: the breaker asks `listening(name)` (a set
-lookup) before it builds an `Event`, so a breaker with no handlers spends nothing here.
+Emitting is paid for only when someone listens: the breaker checks its `listening` set before
+it builds an `Event`, so a breaker with no handlers spends nothing here, and holds no `Emitter`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
+    # For the annotation of `Event.breaker` only: nothing of the breaker runs here.
     from ._breaker import CircuitBreaker
     from ._stats import Stats
 

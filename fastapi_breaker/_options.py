@@ -20,6 +20,7 @@ __all__ = [
     "ErrorFilter",
     "check_keys",
     "check_seconds",
+    "shared",
     "shown",
 ]
 
@@ -169,3 +170,25 @@ class BreakerOptions:
             for f in dataclasses.fields(self)
             if f.name != "error_filter"
         }
+
+
+# Equal options, one object: a registry of ten thousand breakers made with the same settings
+# holds one `BreakerOptions`, not ten thousand. Keyed by each value's type too, so that
+# `timeout=10` and `timeout=10.0` stay what they were given as.
+_SHARED: dict[tuple[object, ...], BreakerOptions] = {}
+_SHARED_MAX = 256  # distinct settings in use at once; past it, start over
+_FIELDS = tuple(f.name for f in dataclasses.fields(BreakerOptions))
+
+
+def shared(options: BreakerOptions) -> BreakerOptions:
+    """An options object equal to `options`, the same one for every equal call."""
+    key = tuple((type(value), value) for value in map(options.__getattribute__, _FIELDS))
+    try:
+        found = _SHARED.get(key)
+    except TypeError:  # an unhashable error_filter
+        return options
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        found = _SHARED.setdefault(key, options)
+    return found

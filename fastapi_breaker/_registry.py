@@ -19,7 +19,6 @@ from ._breaker import CircuitBreaker
 from ._clock import Clock, first_reading
 from ._errors import BreakerError
 from ._options import BreakerOptions, shown
-from ._state import State
 
 __all__ = [
     "DEFAULT_MAX_BREAKERS",
@@ -291,26 +290,10 @@ def _forgettable(breaker: CircuitBreaker) -> bool:
     towards opening: forgetting it would reset that count, so such a breaker waits until the
     failure ages out.
 
-    Reads private state, cheapest tests first. A call that starts on another thread just after
-    the test ends on the forgotten breaker, which is harmless: nobody else holds it.
+    Cheapest tests first. A call that starts on another thread just after the test ends on
+    the forgotten breaker, which is harmless: nobody else holds it.
     """
-    if not (
-        breaker._state is State.CLOSED
-        and breaker._enabled
-        and not breaker._shut
-        and breaker._in_flight == 0
-        and not breaker._emitter.listening
-        and not breaker._health_tasks
-        and breaker._fallback is None
-        and breaker._action is None
-        # list(): copied in one C call, so another thread adding a loop's queue cannot break
-        # the iteration.
-        and all(queue.idle for queue in list(breaker._queues.values()))
-    ):
-        return False
-    # The breaker's own lock: its window rotates under it. Never held while taking ours.
-    with breaker._lock:
-        return breaker._window.outcome_counts(breaker._clock())[1] == 0
+    return not breaker.listening and breaker.forgettable() and breaker.core.idle(breaker.clock())
 
 
 def _check_max_breakers(value: object, configured: int) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
 from array import array
 from typing import Any
 
@@ -48,8 +47,9 @@ class Bucket:
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.succeeded = array("d")  # latency of each success
-        self.failed = array("d")  # latency of each failure, timeouts included
-        self.rejected = array("B")  # one byte per rejected call
+        # Made on the first failure and the first rejection: most buckets see neither.
+        self.failed: array[float] | None = None  # latency of each failure, timeouts included
+        self.rejected: array[int] | None = None  # one byte per rejected call
         # Rejections read from a snapshot: a number, since a snapshot's count may be huge.
         self.restored_rejects = 0
         self.timeouts = 0
@@ -57,11 +57,32 @@ class Bucket:
         self.semaphore_rejections = 0
         self.cancelled = 0
 
+    @property
+    def failures(self) -> int:
+        return 0 if self.failed is None else len(self.failed)
+
+    @property
+    def rejects(self) -> int:
+        return (0 if self.rejected is None else len(self.rejected)) + self.restored_rejects
+
+    def fail(self, latency: float) -> None:
+        """Count a failure. Under the core's lock: only the first one makes the array."""
+        if self.failed is None:
+            self.failed = array("d")
+        self.failed.append(latency)
+
+    def reject(self) -> None:
+        """Count a rejection. The lock-free path appends to `rejected` itself once it exists;
+        making it takes the core's lock, so that two threads cannot each make one."""
+        if self.rejected is None:
+            self.rejected = array("B")
+        self.rejected.append(1)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "succeeded": list(self.succeeded),
-            "failed": list(self.failed),
-            "rejects": len(self.rejected) + self.restored_rejects,
+            "failed": list(self.failed or ()),
+            "rejects": self.rejects,
             "timeouts": self.timeouts,
             "fallbacks": self.fallbacks,
             "semaphore_rejections": self.semaphore_rejections,
@@ -97,13 +118,14 @@ def parse_window(value: object, size: int) -> list[Bucket]:
         ages.add(age)
         bucket = Bucket(-age)
         bucket.succeeded.extend(_latencies(f"{where}.succeeded", entry.get("succeeded", [])))
-        bucket.failed.extend(_latencies(f"{where}.failed", entry.get("failed", [])))
+        for latency in _latencies(f"{where}.failed", entry.get("failed", [])):
+            bucket.fail(latency)
         bucket.restored_rejects = _count(f"{where}.rejects", entry.get("rejects", 0))
         for counter in _COUNTERS:
             setattr(bucket, counter, _count(f"{where}.{counter}", entry.get(counter, 0)))
-        if bucket.timeouts > len(bucket.failed):  # a timeout is also a failure
+        if bucket.timeouts > bucket.failures:  # a timeout is also a failure
             raise ValueError(
-                f"{where}.timeouts must be at most the bucket's failures ({len(bucket.failed)}), "
+                f"{where}.timeouts must be at most the bucket's failures ({bucket.failures}), "
                 f"got {bucket.timeouts}"
             )
         buckets.append(bucket)
@@ -135,78 +157,90 @@ def _count(where: str, value: object) -> int:
 
 
 class RollingWindow:
-    """`size` buckets of `width` seconds each; the newest is `current`, open until `current_end`."""
+    """`size` buckets of `width` seconds each; the newest is `current`, open until `current_end`.
 
-    __slots__ = ("_buckets", "_lock", "_origin", "current", "current_end", "size", "width")
+    Holds no lock of its own: the breaker's core calls `rotate`, `clear`, `restore` and the
+    readers under its lock. An unused window holds no bucket: the first call starts it, so a
+    breaker that is made and never called costs a few pointers here.
+    """
 
-    def __init__(self, seconds: float, size: int, now: float, lock: threading.RLock) -> None:
-        self.width = seconds / size
+    __slots__ = ("_buckets", "_origin", "current", "current_end", "size", "width")
+
+    def __init__(self, width: float, size: int, now: float) -> None:
+        self.width = width
         self.size = size
-        self._lock = lock
-        self._origin = now
-        # A list, not a deque(maxlen): ten entries shift cheaply, and an empty deque costs
-        # 760 bytes, a quarter of an idle breaker (bench/scale.py counts 10,000 of them).
-        self._buckets: list[Bucket] = []
-        self.current = Bucket(0)
-        self.current_end = now + self.width
-        self._buckets.append(self.current)
+        self._origin = now  # bucket edges fall at whole widths from here
+        self._buckets: list[Bucket] | tuple[()] = ()  # a list from the first call on
+        # Never appended to: `current_end` sends the first call to `rotate()` first.
+        self.current = _UNUSED
+        self.current_end = _NEVER
 
     def _epoch(self, now: float) -> int:
         return math.floor((now - self._origin) / self.width)
 
     def rotate(self, now: float) -> bool:
         """Start the bucket that `now` falls in. True if a bucket was closed by this call."""
-        with self._lock:
-            if now < self.current_end:
-                return False  # another thread rotated first
-            epoch = self._epoch(now)
-            bucket = Bucket(epoch)
-            self._buckets.append(bucket)
-            if len(self._buckets) > self.size:
-                del self._buckets[0]
-            # Publish the bucket before its end: a reader that sees the new end sees it too.
-            self.current = bucket
-            self.current_end = self._origin + (epoch + 1) * self.width
-            return True
+        if now < self.current_end:
+            return False  # another thread rotated first
+        unused = self.current is _UNUSED
+        epoch = self._epoch(now)
+        bucket = Bucket(epoch)
+        if self._buckets:
+            buckets = self._buckets
+            buckets.append(bucket)  # not empty: a list
+            if len(buckets) > self.size:
+                del buckets[0]
+        else:
+            self._buckets = [bucket]
+        # Publish the bucket before its end: a reader that sees the new end sees it too.
+        self.current = bucket
+        self.current_end = self._origin + (epoch + 1) * self.width
+        return not unused
+
+    def bucket(self, now: float) -> Bucket:
+        """The bucket `now` falls in, rotated to if needed."""
+        if now >= self.current_end:
+            self.rotate(now)
+        return self.current
 
     def clear(self, now: float) -> None:
-        with self._lock:
-            self._buckets.clear()
-            self._origin = now
-            self.current = Bucket(0)
-            self.current_end = now + self.width
-            self._buckets.append(self.current)
+        """Forget every count; the window starts again at `now`."""
+        self._origin = now
+        self._buckets = ()
+        self.current = _UNUSED
+        self.current_end = _NEVER
 
     def live(self, now: float) -> list[Bucket]:
         """The buckets still inside the window at `now`, oldest first."""
         oldest = self._epoch(now) - self.size + 1
         return [b for b in self._buckets if b.epoch >= oldest]
 
+    def failures(self, now: float) -> int:
+        """The failures in the window."""
+        return sum(bucket.failures for bucket in self.live(now))
+
     def outcome_counts(self, now: float) -> tuple[int, int]:
         """(successes, failures) in the window: what the open decision needs, without sorting."""
         successes = failures = 0
         for bucket in self.live(now):
             successes += len(bucket.succeeded)
-            failures += len(bucket.failed)
+            failures += bucket.failures
         return successes, failures
 
     def stats(self, now: float) -> Stats:
         # One pass over the live buckets: /health reads this for every breaker.
         successes = failures = rejects = timeouts = fallbacks = semaphore = cancelled = 0
         latencies: list[float] = []
-        with self._lock:
-            oldest = self._epoch(now) - self.size + 1
-            for bucket in self._buckets:
-                if bucket.epoch < oldest:
-                    continue
-                successes += len(bucket.succeeded)
-                failures += len(bucket.failed)
-                rejects += len(bucket.rejected) + bucket.restored_rejects
-                timeouts += bucket.timeouts
-                fallbacks += bucket.fallbacks
-                semaphore += bucket.semaphore_rejections
-                cancelled += bucket.cancelled
-                latencies += bucket.succeeded
+        for bucket in self.live(now):
+            successes += len(bucket.succeeded)
+            failures += bucket.failures
+            rejects += bucket.rejects
+            timeouts += bucket.timeouts
+            fallbacks += bucket.fallbacks
+            semaphore += bucket.semaphore_rejections
+            cancelled += bucket.cancelled
+            latencies += bucket.succeeded
+            if bucket.failed is not None:
                 latencies += bucket.failed
         return Stats.compute(
             successes=successes,
@@ -221,18 +255,22 @@ class RollingWindow:
 
     def to_list(self, now: float) -> list[dict[str, Any]]:
         """The live buckets, newest first, each with its age in buckets (0 is the current one)."""
-        with self._lock:
-            epoch = self._epoch(now)
-            return [{"age": epoch - b.epoch, **b.to_dict()} for b in reversed(self.live(now))]
+        epoch = self._epoch(now)
+        return [{"age": epoch - b.epoch, **b.to_dict()} for b in reversed(self.live(now))]
 
     def restore(self, now: float, buckets: list[Bucket]) -> None:
         """Start over at `now` with `buckets` from `parse_window()`, ages kept."""
-        with self._lock:
-            self._buckets.clear()
-            self._origin = now
-            restored = sorted(buckets, key=lambda b: b.epoch)
-            if not restored or restored[-1].epoch != 0:
-                restored.append(Bucket(0))
-            self._buckets.extend(restored[-self.size :])
-            self.current = restored[-1]
-            self.current_end = now + self.width
+        self.clear(now)
+        if not buckets:
+            return
+        restored = sorted(buckets, key=lambda b: b.epoch)
+        if restored[-1].epoch != 0:
+            restored.append(Bucket(0))
+        self._buckets = restored[-self.size :]
+        self.current = restored[-1]
+        self.current_end = now + self.width
+
+
+# The placeholder `current` of a window no call has used yet, and its end.
+_UNUSED = Bucket(0)
+_NEVER = -math.inf

@@ -298,7 +298,7 @@ def test_a_state_change_made_while_settling_a_cancelled_trial_is_announced() -> 
     assert seen == ["open", "half_open"]
     clock.advance(1.5)
     first.cancelled()
-    assert breaker._state is State.OPEN
+    assert breaker.core.state is State.OPEN
     assert seen == ["open", "half_open", "open"]
     second.succeeded()
     assert seen == ["open", "half_open", "open"]

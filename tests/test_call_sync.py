@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import threading
 from typing import Any
 
@@ -349,3 +350,46 @@ def test_call_sync_with_a_fallback_breaker_whose_action_is_an_async_callable_obj
     breaker = CircuitBreaker(clock=FakeClock()).fallback(backup)
     assert breaker.call_sync(fail) == "object Boom"
     assert backup.stats.successes == 1
+
+
+class TickingClock:
+    """A clock that moves 0.1 ms at every reading, from any thread: buckets keep rotating."""
+
+    def __init__(self) -> None:
+        self._ticks = itertools.count()
+
+    def __call__(self) -> float:
+        return next(self._ticks) * 1e-4  # `next` on a count is atomic under the GIL
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_32_threads_on_the_lock_free_path_count_every_call_across_bucket_rotations() -> None:
+    # Closed, default options: call_sync takes no lock. 10 ms buckets, and every call moves the
+    # clock: the window rotates hundreds of times while 32 threads append to it.
+    clock = TickingClock()
+    breaker = CircuitBreaker(
+        clock=clock, rolling_count_timeout=10.0, rolling_count_buckets=1000, timeout=None
+    )
+    assert breaker.core.fast
+    threads_count, calls = 32, 400
+    start = threading.Barrier(threads_count)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            for _ in range(calls):
+                assert breaker.call_sync(ok) == "ok"
+        except BaseException as exc:  # anything else is a bug worth seeing
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    stats = breaker.stats
+    total = threads_count * calls
+    assert (stats.fires, stats.successes, stats.failures, stats.rejects) == (total, total, 0, 0)
+    assert len(breaker.to_dict()["window"]) > 100  # the window did rotate, many times

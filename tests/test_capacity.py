@@ -163,19 +163,35 @@ class BreakingClock(FakeClock):
         return self.now
 
 
-def break_clock_after_admission(breaker: CircuitBreaker, clock: BreakingClock) -> None:
-    admit = breaker._enter
+class BreakableBreaker(CircuitBreaker):
+    """A breaker whose clock can be broken right after admission, or whose deadline queue fails."""
 
-    def enter(args: Any, kwargs: Any) -> object:
-        entered = admit(args, kwargs)
-        clock.broken = True  # the very next reading, before the call starts, raises
+    __slots__ = ("broken_queue", "clock_to_break")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock_to_break: BreakingClock | None = None
+        self.broken_queue = False
+
+    def _enter(self, args: Any, kwargs: Any) -> object:
+        entered = super()._enter(args, kwargs)
+        if self.clock_to_break is not None:
+            self.clock_to_break.broken = True  # the very next reading, before the call, raises
         return entered
 
-    breaker._enter = enter  # type: ignore[method-assign]
+    def _queue_for(self, loop: Any) -> Any:
+        if self.broken_queue:
+            raise RuntimeError("queue")
+        return super()._queue_for(loop)
 
 
-def restore(breaker: CircuitBreaker, name: str) -> None:
-    delattr(breaker, name)  # the instance attribute goes; the method shows through again
+def break_clock_after_admission(breaker: BreakableBreaker, clock: BreakingClock) -> None:
+    breaker.clock_to_break = clock
+
+
+def restore(breaker: BreakableBreaker) -> None:
+    breaker.clock_to_break = None
+    breaker.broken_queue = False
 
 
 @pytest.mark.parametrize("limit", [5.0, None])
@@ -183,14 +199,14 @@ async def test_an_error_between_admission_and_the_call_gives_the_slot_back(
     limit: float | None,
 ) -> None:
     clock = BreakingClock()
-    breaker = CircuitBreaker(capacity=1, timeout=limit, clock=clock)
+    breaker = BreakableBreaker(capacity=1, timeout=limit, clock=clock)
     break_clock_after_admission(breaker, clock)
     with pytest.raises(RuntimeError, match=r"^clock$"):
         await breaker.call(ok)
-    assert breaker._in_flight == 0
-    restore(breaker, "_enter")
+    assert breaker.core.in_flight == 0
+    restore(breaker)
     assert await breaker.call(ok) == "ok"
-    assert breaker._in_flight == 0
+    assert breaker.core.in_flight == 0
     stats = breaker.stats
     # The call that never started is counted nowhere.
     assert (stats.fires, stats.successes, stats.failures, stats.semaphore_rejections) == (
@@ -202,56 +218,53 @@ async def test_an_error_between_admission_and_the_call_gives_the_slot_back(
 
 
 async def test_a_failing_deadline_queue_gives_the_slot_back() -> None:
-    breaker = CircuitBreaker(capacity=1, timeout=5.0, clock=FakeClock())
+    breaker = BreakableBreaker(capacity=1, timeout=5.0, clock=FakeClock())
 
-    def broken(loop: Any, trial: bool = False) -> Any:
-        raise RuntimeError("queue")
-
-    breaker._queue_for = broken  # type: ignore[method-assign]
+    breaker.broken_queue = True
     with pytest.raises(RuntimeError, match=r"^queue$"):
         await breaker.call(ok)
-    assert breaker._in_flight == 0
-    restore(breaker, "_queue_for")
+    assert breaker.core.in_flight == 0
+    restore(breaker)
     assert await breaker.call(ok) == "ok"
 
 
 def test_call_sync_gives_the_slot_back_when_the_start_cannot_be_read() -> None:
     clock = BreakingClock()
-    breaker = CircuitBreaker(capacity=1, clock=clock)
+    breaker = BreakableBreaker(capacity=1, clock=clock)
     break_clock_after_admission(breaker, clock)
     with pytest.raises(RuntimeError, match=r"^clock$"):
         breaker.call_sync(ok)
-    assert breaker._in_flight == 0
-    restore(breaker, "_enter")
+    assert breaker.core.in_flight == 0
+    restore(breaker)
     assert breaker.call_sync(ok) == "ok"
-    assert breaker._in_flight == 0
+    assert breaker.core.in_flight == 0
 
 
 def test_begin_gives_the_slot_back_when_the_start_cannot_be_read() -> None:
     clock = BreakingClock()
-    breaker = CircuitBreaker(capacity=1, clock=clock)
+    breaker = BreakableBreaker(capacity=1, clock=clock)
     break_clock_after_admission(breaker, clock)
     with pytest.raises(RuntimeError, match=r"^clock$"):
         breaker.begin()
-    assert breaker._in_flight == 0
-    restore(breaker, "_enter")
+    assert breaker.core.in_flight == 0
+    restore(breaker)
     attempt = breaker.begin()
     attempt.succeeded()
-    assert breaker._in_flight == 0
+    assert breaker.core.in_flight == 0
 
 
 async def test_a_trial_that_never_started_gives_its_permit_back() -> None:
     clock = BreakingClock()
-    breaker = CircuitBreaker(capacity=1, reset_timeout=10.0, volume_threshold=0, clock=clock)
+    breaker = BreakableBreaker(capacity=1, reset_timeout=10.0, volume_threshold=0, clock=clock)
     breaker.open()
     clock.advance(10.0)
     assert breaker.state is State.HALF_OPEN
     break_clock_after_admission(breaker, clock)
     with pytest.raises(RuntimeError, match=r"^clock$"):
         await breaker.call(ok)
-    assert breaker._in_flight == 0
+    assert breaker.core.in_flight == 0
     assert breaker.state is State.HALF_OPEN
     assert breaker.retry_after == 0.0  # the permit is free again
-    restore(breaker, "_enter")
+    restore(breaker)
     assert await breaker.call(ok) == "ok"
     assert breaker.state is State.CLOSED

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from fastapi_breaker import CircuitBreaker, CircuitOpenError, Event, State
+from fastapi_breaker._deadlines import queue_count
 from fastapi_breaker.testing import FakeClock
 
 CALLERS = 10_000
@@ -206,8 +207,8 @@ def test_threads_each_running_their_own_loops_share_one_breaker_exactly() -> Non
     assert errors == []
     total = threads_count * runs * calls
     assert results == ["ok"] * total
-    assert breaker._in_flight == 0
+    assert breaker.core.in_flight == 0
     stats = breaker.stats
     assert (stats.successes, stats.failures, stats.semaphore_rejections) == (total, 0, 0)
     # Queues of closed loops are forgotten: only the last few loops' can remain.
-    assert len(breaker._queues) <= threads_count
+    assert queue_count() <= threads_count

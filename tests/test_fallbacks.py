@@ -223,3 +223,10 @@ async def test_fallbacks_stat_counts_every_answer_exactly() -> None:
         assert await breaker.fire() is None  # rejected
     stats = breaker.stats
     assert (stats.failures, stats.rejects, stats.fallbacks) == (3, 4, 7)
+
+
+def test_has_fallback_says_whether_one_is_set() -> None:
+    breaker = CircuitBreaker(clock=FakeClock())
+    assert breaker.has_fallback is False
+    breaker.fallback(lambda exc: "backup")
+    assert breaker.has_fallback is True

@@ -172,7 +172,7 @@ def test_collected_while_this_thread_is_inside_the_breaker_the_release_waits() -
     breaker = make_breaker(FakeClock(), capacity=1)
     with sync_client(streamed_sync(b"a"), breaker=breaker) as client:
         held = [client.send(client.build_request("GET", URL), stream=True)]
-        with breaker._lock, pytest.warns(ResourceWarning, match=UNCLOSED):
+        with breaker.core._lock, pytest.warns(ResourceWarning, match=UNCLOSED):
             collect(held)
         assert counts(breaker) == (0, 0, 0, 0, 0)  # not yet released
         assert client.get(URL).text == "a"  # released first, then admitted
