@@ -26,14 +26,13 @@ import asyncio
 import gc
 import statistics
 import sys
-import time
 import tracemalloc
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
 from bench.peers import CLOSED, REJECT, SYNC, TIMEOUT, Contender, build_contenders, footprints
-from bench.report import Run
+from bench.report import Run, timed
 
 SECTIONS = {
     CLOSED: "(a) closed, success: overhead over a bare `await noop()`, ns per call",
@@ -74,20 +73,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def sample(contender: Contender, calls: int) -> float:
     """Nanoseconds per call of one timed loop, after asserting the breaker's state."""
     contender.check()
-    gc.collect()
-    # Let the event loop run once: it drops the timer handles asyncio.timeout() cancelled.
-    await asyncio.sleep(0)
-    loop = contender.loop
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        await loop(calls)
-        elapsed = time.perf_counter_ns() - start
-    finally:
-        gc.enable()
+    elapsed = await timed(contender.loop, calls)
     contender.check()
     contender.after()
-    return elapsed / calls
+    return elapsed
 
 
 async def measure(
@@ -116,17 +105,17 @@ def footprint(make: Any, use: Any) -> tuple[float, float]:
         held = [make(i) for i in range(BREAKERS)]
         idle = tracemalloc.get_traced_memory()[0] - before
 
-        async def use_all() -> None:
-            for breaker in held:
-                await use(breaker)
-
-        asyncio.run(use_all())
+        asyncio.run(use_each(held, use))
         gc.collect()
         used = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    del held
     return idle / BREAKERS, used / BREAKERS
+
+
+async def use_each(breakers: list[Any], use: Any) -> None:
+    for breaker in breakers:
+        await use(breaker)
 
 
 def memory() -> list[dict[str, Any]]:

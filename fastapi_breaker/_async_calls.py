@@ -21,7 +21,7 @@ from ._base import BreakerBase, Fallback
 from ._deadlines import DeadlineQueue, current_task_of, queue_for
 from ._errors import BreakerShutdownError, CapacityExceededError, CircuitOpenError
 from ._events import Event
-from ._outcome import record_error
+from ._outcome import record_error, record_success
 from ._tickets import CANCELLED, EXCUSED, PASS, Refusal, Ticket
 
 __all__ = ["AsyncCalls", "no_action"]
@@ -97,6 +97,8 @@ class AsyncCalls(BreakerBase):
         # An error between admission and the call (a clock, a loop that fails) must not keep
         # the slot or the trial permit that admission took. `try` costs nothing on 3.11 until
         # something raises.
+        # Two copies of the run below, one per branch: the branch that has no time limit must
+        # not pay a test of `queue` three times over (it is the closed breaker's hot path).
         if seconds is None:
             try:
                 start = clock()
@@ -119,8 +121,8 @@ class AsyncCalls(BreakerBase):
                     # comparing it costs a third of `get_running_loop()` on 3.11.)
                     queue = self._queue_for(_get_running_loop())
                 start = clock()
-                # `queue.start()`, written out: this is every default call's path, and a method
-                # call is a third of its cost. The loop's clock is most often the breaker's.
+                # `queue.start()`, written out: this is every default call's path, and a
+                # method call is a third of its cost. The loop's clock is most often ours.
                 entry: Any = (
                     start if clock is queue.time else queue.time(),
                     self,
@@ -214,15 +216,7 @@ class AsyncCalls(BreakerBase):
         kwargs: dict[str, Any],
     ) -> None:
         """The guarded-path bookkeeping of a success that ended at `now`."""
-        core = self.core
-        if now >= core.window.current_end:
-            self._rotated(now)
-        moves: list[str] = []
-        core.succeeded(ticket, now, now - start, moves)
-        if "success" in self.listening:
-            event = Event("success", self, args, kwargs, result=result, latency=now - start)  # type: ignore[arg-type]
-            self.emit(event)
-        self._announce(moves)
+        record_success(self, result, start, ticket, args, kwargs, now)
 
     async def _failed(
         self,

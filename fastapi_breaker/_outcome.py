@@ -28,9 +28,12 @@ def record_success(
     ticket: Ticket,
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
+    now: float | None = None,
 ) -> None:
-    """Count a success of an admitted call that started at `start`, and announce it."""
-    now = breaker.clock()
+    """Count a success of an admitted call that started at `start` (and ended at `now`, if
+    the caller read the clock already), and announce it."""
+    if now is None:
+        now = breaker.clock()
     core = breaker.core
     if now >= core.window.current_end:
         breaker._rotated(now)

@@ -139,14 +139,9 @@ class BreakerDependency:
 
     async def __call__(self, request: HTTPConnection) -> CircuitBreaker:
         breaker = get_registry(request).get(self.name)
-        if self.refuse_early and request.scope["type"] == "http" and not _has_fallback(breaker):
+        if self.refuse_early and request.scope["type"] == "http" and not breaker.has_fallback:
             breaker.check()
         return breaker
-
-
-def _has_fallback(breaker: CircuitBreaker) -> bool:
-    # The engine has no public reader of the fallback; this is the one place that looks.
-    return breaker._fallback is not None
 
 
 def get_breaker(name: str, *, refuse_early: bool = True) -> BreakerDependency:
