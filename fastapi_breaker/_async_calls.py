@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import operator
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from ._base import BreakerBase, Fallback
 from ._deadlines import DeadlineQueue, current_task_of, queue_for
@@ -43,21 +42,12 @@ def no_action(*args: Any, **kwargs: Any) -> Any:
 class AsyncCalls(BreakerBase):
     __slots__ = ()
 
-    if TYPE_CHECKING:
-
-        def fire(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
-            """Run the bound action under the breaker: `await breaker.fire(...)`."""
-
-    else:
-        # `call` already bound to the action, kept in a slot and read by a C getter: a
-        # C-level partial, where a method would cost one more Python frame per call.
-        fire = property(operator.attrgetter("_fire"), doc="Run the bound action: `await fire()`.")
-
     async def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run `fn(*args, **kwargs)` under the breaker; an awaitable result is awaited."""
         core = self.core
-        ticket: Ticket | None = None
+        ticket: Ticket | None
         if core.fast:
+            ticket = None
             generation = core.generation
             seconds = self._timeout
         elif core.rejecting and (now := self.clock()) < core.opened_until:
@@ -65,11 +55,7 @@ class AsyncCalls(BreakerBase):
             window = core.window
             if now >= window.current_end:
                 self._rotated(now)
-            rejected = window.current.rejected
-            if rejected is None:
-                core.reject(now)
-            else:
-                rejected.append(1)
+            window.current.rejected.append(1)
             if self._fallback is None:
                 # Raised straight from the expression: an error held in a local makes a cycle
                 # (error -> traceback -> this frame -> error) that only the cyclic GC frees, and

@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._clock import Clock
@@ -46,6 +46,7 @@ class BreakerBase:
         "_timeout",
         "clock",
         "core",
+        "fire",
         "listening",
         "name",
     )
@@ -55,6 +56,9 @@ class BreakerBase:
     core: BreakerCore
     # The monotonic clock every state decision and latency reads.
     clock: Clock
+    # `await breaker.fire(...)` runs the bound action: `call` bound to it, a C-level partial kept
+    # in a slot (a method would cost one more Python frame per call).
+    fire: Callable[..., Awaitable[Any]]
     # The event names with at least one handler: what the hot paths check before building one.
     listening: frozenset[str]
     _timeout: float | None

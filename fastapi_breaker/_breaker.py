@@ -47,7 +47,7 @@ class CircuitBreaker(SyncCalls):
     decorator on an async function.
     """
 
-    __slots__ = ("_fire",)
+    __slots__ = ()
 
     def __init__(
         self,
@@ -121,7 +121,7 @@ class CircuitBreaker(SyncCalls):
 
     def _bind(self, action: Callable[..., Any] | None) -> None:
         self._action = action
-        self._fire = no_action if action is None else functools.partial(self.call, action)
+        self.fire = no_action if action is None else functools.partial(self.call, action)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self.state.value}>"

@@ -132,11 +132,6 @@ class BreakerCore(Transitions):
                 return Refusal(True, self._retry_after(now))
         return None
 
-    def reject(self, now: float) -> None:
-        """Count a rejection made on the lock-free path, when the bucket has no array for it yet."""
-        with self._lock:
-            self.window.bucket(now).reject()
-
     def rotate(self, now: float) -> bool:
         """Start the window's bucket for `now`; True if a bucket closed (a `snapshot` moment)."""
         with self._lock:

@@ -47,9 +47,11 @@ class Bucket:
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.succeeded = array("d")  # latency of each success
-        # Made on the first failure and the first rejection: most buckets see neither.
+        # Made on the first failure: most buckets see none.
         self.failed: array[float] | None = None  # latency of each failure, timeouts included
-        self.rejected: array[int] | None = None  # one byte per rejected call
+        # Made now, though most buckets see no rejection either: the rejection path appends to
+        # it without a lock, and a test for None there would cost every rejection.
+        self.rejected = array("B")  # one byte per rejected call
         # Rejections read from a snapshot: a number, since a snapshot's count may be huge.
         self.restored_rejects = 0
         self.timeouts = 0
@@ -63,7 +65,7 @@ class Bucket:
 
     @property
     def rejects(self) -> int:
-        return (0 if self.rejected is None else len(self.rejected)) + self.restored_rejects
+        return len(self.rejected) + self.restored_rejects
 
     def fail(self, latency: float) -> None:
         """Count a failure. Under the core's lock: only the first one makes the array."""
@@ -72,10 +74,7 @@ class Bucket:
         self.failed.append(latency)
 
     def reject(self) -> None:
-        """Count a rejection. The lock-free path appends to `rejected` itself once it exists;
-        making it takes the core's lock, so that two threads cannot each make one."""
-        if self.rejected is None:
-            self.rejected = array("B")
+        """Count a rejection (the lock-free path appends to `rejected` itself)."""
         self.rejected.append(1)
 
     def to_dict(self) -> dict[str, Any]:
