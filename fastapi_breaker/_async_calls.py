@@ -54,7 +54,7 @@ class AsyncCalls(BreakerBase):
             # Open, and nobody listens: refuse with as little work as possible.
             window = core.window
             if now >= window.current_end:
-                self._rotated(now)
+                self.start_bucket(now)
             window.current.rejected.append(1)
             if self._fallback is None:
                 # Raised straight from the expression: an error held in a local makes a cycle
@@ -140,7 +140,7 @@ class AsyncCalls(BreakerBase):
         if ticket is None:
             window = core.window
             if now >= window.current_end:
-                self._rotated(now)
+                self.start_bucket(now)
             window.current.succeeded.append(now - start)
         else:
             self._succeeded(result, start, now, ticket, args, kwargs)
@@ -160,10 +160,10 @@ class AsyncCalls(BreakerBase):
             self.emit(Event("fire", self, args, kwargs))  # type: ignore[arg-type]
         now = self.clock()
         if now >= core.window.current_end:
-            self._rotated(now)
+            self.start_bucket(now)
         moves: list[str] = []
         entered = core.admit(now, moves)
-        self._announce(moves)
+        self.announce(moves)
         if type(entered) is not Refusal:
             return entered
         refusal: BaseException
@@ -183,8 +183,17 @@ class AsyncCalls(BreakerBase):
             self.core.abandon(ticket)
 
     def _queue_for(self, loop: asyncio.AbstractEventLoop) -> DeadlineQueue:
-        """The loop's queue for this breaker's `timeout`, remembered for the next call if the
-        loop says which thread runs it (asyncio's own loops do)."""
+        return self.deadline_queue(loop, trial=False)
+
+    def deadline_queue(self, loop: asyncio.AbstractEventLoop, *, trial: bool) -> DeadlineQueue:
+        """The queue that holds the time limits of this breaker's calls (or trials) on `loop`.
+
+        The calls' queue is remembered, for the next call (if the loop says which thread runs
+        it, as asyncio's own do) and for a registry, which asks it whether a call of this
+        breaker is in flight before it forgets the breaker.
+        """
+        if trial:
+            return queue_for(loop, self.core.options.trial_timeout)
         queue = queue_for(loop, cast(float, self._timeout))
         if isinstance(loop, asyncio.BaseEventLoop):
             self._queue = queue

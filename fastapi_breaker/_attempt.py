@@ -24,7 +24,7 @@ import asyncio
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from ._deadlines import DeadlineQueue, current_task_of, queue_for
+from ._deadlines import DeadlineQueue, current_task_of
 from ._errors import CallTimeoutError
 from ._outcome import record_error, record_success
 from ._tickets import Ticket
@@ -75,7 +75,7 @@ class Attempt:
         breaker = self._breaker
         moves: list[str] = []
         answered = breaker.core.answered(self._ticket, breaker.clock(), moves)
-        breaker._announce(moves)
+        breaker.announce(moves)
         return answered
 
     def succeeded(self, result: Any = None) -> None:
@@ -165,12 +165,9 @@ class _TimeLimit:
         self._task = current_task_of(loop)
         if self._task is None:
             return
-        seconds = options.trial_timeout if attempt.trial else cast(float, options.timeout)
         breaker = attempt._breaker
-        queue = self._queue = queue_for(loop, seconds)
+        queue = self._queue = breaker.deadline_queue(loop, trial=attempt.trial)
         self._key = queue.start(self._task, breaker)
-        if not attempt.trial:  # what a registry looks at before it forgets a closed breaker
-            breaker._queue = queue
 
     async def __aexit__(
         self,

@@ -121,15 +121,19 @@ class BreakerBase:
             rejections=bool({"fire", "reject"} & listening),
         )
 
-    def _announce(self, moves: Moves) -> None:
-        """Emit the transitions the core made, in order, if anyone listens."""
+    def announce(self, moves: Moves) -> None:
+        """Emit the transitions the core reported in `moves`, in order, to whoever listens.
+
+        For code that calls the core itself (see `BreakerCore`): the breaker's own calls and
+        `Attempt` end here, outside the core's lock."""
         listening = self.listening
         for name in moves:
             if name in listening:
                 self.emit(Event(name, self))  # type: ignore[arg-type]
 
-    def _rotated(self, now: float) -> None:
-        """Start the window's next bucket; announce the closed one's window as a snapshot."""
+    def start_bucket(self, now: float) -> None:
+        """Start the window's bucket for `now` (the caller saw `now` past `window.current_end`),
+        and announce the window as it was as a `snapshot` event, if anyone listens."""
         if self.core.rotate(now) and "snapshot" in self.listening:
             self.emit(Event("snapshot", self, stats=self.core.stats(now)))  # type: ignore[arg-type]
 

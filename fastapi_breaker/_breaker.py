@@ -168,10 +168,10 @@ class CircuitBreaker(SyncCalls):
             return
         now = self.clock()
         if now >= core.window.current_end:
-            self._rotated(now)
+            self.start_bucket(now)
         moves: list[str] = []
         refused = core.check(now, moves)
-        self._announce(moves)
+        self.announce(moves)
         if refused is None:
             return
         refusal = CircuitOpenError(self.name, refused.retry_after)
@@ -235,7 +235,7 @@ class CircuitBreaker(SyncCalls):
     def _move(self, state: State, *, forced: bool = False) -> None:
         moves: list[str] = []
         self.core.move(state, self.clock(), moves, forced=forced)
-        self._announce(moves)
+        self.announce(moves)
 
     def disable(self) -> None:
         """Let every call straight through, uncounted, until `enable()`."""
@@ -256,7 +256,7 @@ class CircuitBreaker(SyncCalls):
             queue.close()  # disarmed only if no call, of any breaker, is waiting on it
         if self._emitter is not None:
             self._emitter.cancel_pending()
-        self._announce(["shutdown"])
+        self.announce(["shutdown"])
 
     def health_check(self, fn: Callable[[], Any], interval: float = 5.0) -> asyncio.Task[None]:
         """Run `fn` every `interval` seconds; when it raises, emit `health_check_failed` and open.
@@ -297,7 +297,7 @@ class CircuitBreaker(SyncCalls):
     def state(self) -> State:
         moves: list[str] = []
         state = self.core.observe(self.clock(), moves)
-        self._announce(moves)
+        self.announce(moves)
         return state
 
     @property
@@ -332,7 +332,7 @@ class CircuitBreaker(SyncCalls):
         """
         moves: list[str] = []
         value = self.core.retry_after(self.clock(), moves)
-        self._announce(moves)
+        self.announce(moves)
         return value
 
     @property

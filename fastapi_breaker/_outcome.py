@@ -36,14 +36,14 @@ def record_success(
         now = breaker.clock()
     core = breaker.core
     if now >= core.window.current_end:
-        breaker._rotated(now)
+        breaker.start_bucket(now)
     moves: list[str] = []
     core.succeeded(ticket, now, now - start, moves)
     if "success" in breaker.listening:
         breaker.emit(
             Event("success", breaker, args, kwargs or {}, result=result, latency=now - start)  # type: ignore[arg-type]
         )
-    breaker._announce(moves)
+    breaker.announce(moves)
 
 
 def classify(
@@ -95,7 +95,7 @@ def record_error(
     latency = now - start
     core = breaker.core
     if now >= core.window.current_end:
-        breaker._rotated(now)
+        breaker.start_bucket(now)
     moves: list[str] = []
     core.failed(ticket, generation, kind, now, latency, moves, open_for)
 
@@ -103,18 +103,18 @@ def record_error(
     if kind == CANCELLED:
         # Counted as neither, but settling it may still have moved the state (a trial that
         # ran out its limit meanwhile): that change is announced like any other.
-        breaker._announce(moves)
+        breaker.announce(moves)
         return kind, exc
     if kwargs is None:
         kwargs = {}
     if kind == EXCUSED:
         if "success" in listening:
             breaker.emit(Event("success", breaker, args, kwargs, error=exc, latency=latency))  # type: ignore[arg-type]
-        breaker._announce(moves)
+        breaker.announce(moves)
         return kind, exc
     if kind == TIMEOUT and "timeout" in listening:
         breaker.emit(Event("timeout", breaker, args, kwargs, error=exc, latency=latency))  # type: ignore[arg-type]
     if "failure" in listening:
         breaker.emit(Event("failure", breaker, args, kwargs, error=exc, latency=latency))  # type: ignore[arg-type]
-    breaker._announce(moves)
+    breaker.announce(moves)
     return kind, exc

@@ -56,7 +56,7 @@ class SyncCalls(AsyncCalls):
                 return cast(R, self._late(limit, start, generation, None, args, kwargs))
             window = core.window
             if now >= window.current_end:
-                self._rotated(now)
+                self.start_bucket(now)
             window.current.succeeded.append(latency)
             return result
         entered = self._enter(args, kwargs)
