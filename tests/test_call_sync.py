@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -97,6 +98,14 @@ def test_call_sync_breaker_fallback() -> None:
     assert backup.stats.successes == 1
 
 
+def run_threads(worker: Callable[[], None], count: int) -> None:
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_call_sync_is_thread_safe_with_exact_counts() -> None:
     # A huge volume keeps the breaker closed: every call must be counted, none refused.
     breaker = CircuitBreaker(volume_threshold=10**6, clock=FakeClock())
@@ -114,11 +123,7 @@ def test_call_sync_is_thread_safe_with_exact_counts() -> None:
             except BaseException as exc:  # anything else is a bug worth seeing
                 errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(worker, threads_count)
     assert errors == []
     stats = breaker.stats
     half = threads_count * calls // 2
@@ -383,11 +388,7 @@ def test_32_threads_on_the_lock_free_path_count_every_call_across_bucket_rotatio
         except BaseException as exc:  # anything else is a bug worth seeing
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(worker, threads_count)
     assert errors == []
     stats = breaker.stats
     total = threads_count * calls
