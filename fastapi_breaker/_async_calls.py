@@ -195,7 +195,9 @@ class AsyncCalls(BreakerBase):
         if trial:
             return queue_for(loop, self.core.options.trial_timeout)
         queue = queue_for(loop, cast(float, self._timeout))
-        if isinstance(loop, asyncio.BaseEventLoop):
+        # Remembered only for a loop whose `_thread_id` names this thread while it runs (all of
+        # asyncio's own, 3.11 to 3.13): the next call's test of it then cannot fail.
+        if getattr(loop, "_thread_id", None) == _get_ident():
             self._queue = queue
         return queue
 
