@@ -439,9 +439,9 @@ async def aiobreaker() -> list[Contender]:
 
 
 async def pybreaker() -> list[Contender]:
-    # pybreaker's `call_async` runs the call as a Tornado coroutine and needs tornado, which
-    # the [bench] extra does not install. Its `call(noop)` would count the call a success as
-    # soon as the coroutine object exists, before it runs. Its `calling()` context manager
+    # pybreaker's `call_async` runs the call as a Tornado coroutine and needs tornado, which the
+    # bench dependency group does not install. Its `call(noop)` would count the call a success
+    # as soon as the coroutine object exists, before it runs. Its `calling()` context manager
     # guards the block, await included, and counts an exception raised in it: that is the
     # most direct way it supports to protect a coroutine on asyncio.
     from pybreaker import STATE_CLOSED, STATE_OPEN, CircuitBreakerError
