@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import threading
 
+from ._fleet import Deltas, FleetLink
 from ._options import BreakerOptions
 from ._state import State
 from ._stats import Stats
@@ -89,6 +90,7 @@ class BreakerCore(Transitions):
         self.shut = False
         self.in_flight = 0  # calls holding a capacity slot
         self._period = None
+        self.fleet = None
         self._lock = _LOCKS[(id(self) >> 4) % len(_LOCKS)]
         self._watched = 0
         self.fast = self.rejecting = False
@@ -108,7 +110,7 @@ class BreakerCore(Transitions):
         with self._lock:
             state = self._observe(now, moves)
             if self._refuses(state):
-                self.window.bucket(now).reject()
+                self._refused(now)
                 return Refusal(True, self._retry_after(now))
             capacity = self.options.capacity
             if capacity is not None and self.in_flight >= capacity:
@@ -128,9 +130,15 @@ class BreakerCore(Transitions):
         """The refusal a call would meet at `now`, counted as a rejection; admits nothing."""
         with self._lock:
             if self._refuses(self._observe(now, moves)):
-                self.window.bucket(now).reject()
+                self._refused(now)
                 return Refusal(True, self._retry_after(now))
         return None
+
+    def _refused(self, now: float) -> None:
+        self.window.bucket(now).reject()
+        fleet = self.fleet
+        if fleet is not None and fleet.held and now >= self.opened_until:
+            fleet.wants_trial = True  # past the fleet's deadline: ask the fleet for the trial
 
     def rotate(self, now: float) -> bool:
         """Start the window's bucket for `now`; True if a bucket closed (a `snapshot` moment)."""
@@ -317,3 +325,41 @@ class BreakerCore(Transitions):
             return False
         with self._lock:
             return self.in_flight == 0 and self.window.failures(now) == 0
+
+    # ------------------------------------------------------------------ the fleet
+
+    def link_fleet(self) -> FleetLink:
+        """Start following a fleet (see `_fleet`): returns the link a coordinator drives."""
+        with self._lock:
+            if self.fleet is None:
+                self.fleet = FleetLink()
+            return self.fleet
+
+    def unlink_fleet(self) -> None:
+        with self._lock:
+            self.fleet = None
+
+    def drain(self, now: float) -> tuple[Deltas, bool, str]:
+        """(what was counted since the last drain, whether a trial is wanted, the outcome of a
+        fleet trial to report or ""). Clears the trial wish and the outcome."""
+        with self._lock:
+            fleet = self.fleet
+            if fleet is None:
+                return Deltas(0, 0, 0), False, ""
+            deltas = fleet.drain(self.window.live(now))
+            wants, outcome = fleet.wants_trial, fleet.outcome
+            fleet.outcome = ""
+            return deltas, wants, outcome
+
+    def follow(self, verdict: str, now: float, until: float, moves: Moves) -> None:
+        """Take the fleet's decision (see `Transitions.follow_fleet`); `until` is this core's
+        clock: the fleet's open deadline, or the end of another process's trial lease."""
+        with self._lock:
+            self.follow_fleet(verdict, now, until, moves)
+
+    def fleet_health(self, healthy: bool) -> None:
+        """Whether the coordinator reaches the fleet. While it does not, a held breaker follows
+        its own clock: a known fleet open holds until its deadline, then a local trial."""
+        with self._lock:
+            if self.fleet is not None:
+                self.fleet.healthy = healthy

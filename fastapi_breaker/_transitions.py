@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import cast
 
+from ._fleet import FleetLink
 from ._options import MAX_SECONDS, BreakerOptions
 from ._state import State
 from ._tickets import Period
@@ -34,6 +35,7 @@ class Transitions:
         "_watched",
         "enabled",
         "fast",
+        "fleet",
         "generation",
         "opened_until",
         "options",
@@ -56,6 +58,7 @@ class Transitions:
     _period: Period | None  # the trials of the current half-open period
     _warm_until: float
     _watched: int
+    fleet: FleetLink | None  # set while a coordinator shares this breaker with a fleet
 
     def _refuses(self, state: State) -> bool:
         """Open, or half-open with every trial permit taken."""
@@ -70,7 +73,10 @@ class Transitions:
 
     def _observe(self, now: float, moves: Moves) -> State:
         if self.state is State.OPEN and not self._forced and now >= self.opened_until:
-            self._become(State.HALF_OPEN, now, moves)
+            fleet = self.fleet
+            if fleet is None or not (fleet.held and fleet.healthy):
+                self._become(State.HALF_OPEN, now, moves)
+            # else the fleet picks the process that runs the trial: stay open until told.
         elif self.state is State.HALF_OPEN and self._trials().trials:
             # A trial that outlived its limit by the clock counts as failed, even if no timer
             # cancelled it (a worker thread, or a test driving a fake clock).
@@ -119,6 +125,15 @@ class Transitions:
         forced: bool = False,
         open_for: float | None = None,
     ) -> None:
+        fleet = self.fleet
+        if fleet is not None:
+            if fleet.trial and self.state is State.HALF_OPEN and state is not State.HALF_OPEN:
+                # The fleet's trial ran here: what it decided is the fleet's to hear.
+                fleet.outcome = "ok" if state is State.CLOSED else "fail"
+                fleet.trial = False
+            if state is not State.OPEN:
+                fleet.held = False
+            fleet.wants_trial = False
         self.state = state
         self.generation += 1
         self._forced = forced
@@ -160,3 +175,36 @@ class Transitions:
             return 0.0
         limit = self.options.trial_timeout
         return max(0.0, min((t.started + limit - now for t in period.trials), default=0.0))
+
+    # ------------------------------------------------------------------ the fleet's decisions
+
+    def follow_fleet(self, verdict: str, now: float, until: float, moves: Moves) -> None:
+        """Take what the fleet decided, by `verdict`:
+
+        - "open": the fleet is open until `until`: refuse until then, held by the fleet;
+        - "wait": another process runs the fleet's trial, until `until` at the latest: refuse;
+        - "trial": this process runs the fleet's trial: go half-open, with its permits;
+        - "close": the fleet closed: a breaker the fleet held open closes, a local open stays.
+
+        A breaker forced open by hand stays so, and a fleet trial running here is left to end:
+        its outcome is what the fleet waits for.
+        """
+        fleet = self.fleet
+        if fleet is None:
+            return
+        fleet.state = {"open": "open", "close": "closed"}.get(verdict, "half_open")
+        running_trial = fleet.trial and self.state is State.HALF_OPEN
+        if self._forced or (running_trial and verdict != "close"):
+            return
+        if verdict == "close":
+            if fleet.held and self.state is not State.CLOSED:
+                self._become(State.CLOSED, now, moves)
+            fleet.held = False
+        elif verdict == "trial":
+            self._become(State.HALF_OPEN, now, moves)
+            fleet.trial = fleet.held = True
+        else:
+            if self.state is not State.OPEN:
+                self._become(State.OPEN, now, moves)
+            self.opened_until = until
+            fleet.held = True

@@ -22,6 +22,7 @@ ENGINE = (
     "_deadlines",
     "_errors",
     "_events",
+    "_fleet",
     "_options",
     "_outcome",
     "_registry",
@@ -36,13 +37,15 @@ ENGINE = (
 # The most lines an engine module may hold: past it, a module has more than one job.
 MOST_LINES = 400
 # Annotation-only names allowed to point back up the layers: `Event.breaker`,
-# `Attempt.breaker` and a snapshot's core are typed with the classes users hold, which import
-# these modules. Nothing of them runs at import: these are the only back references.
+# `Attempt.breaker`, a snapshot's core and the breakers a `Coordinator` is handed are typed with
+# the classes users hold, which import these modules. Nothing of them runs at import: these are
+# the only back references.
 TYPE_ONLY_BACK_REFERENCES = {
     ("_events", "_breaker"),
     ("_attempt", "_breaker"),
     ("_attempt", "_async_calls"),
     ("_snapshot", "_core"),
+    ("_fleet", "_breaker"),
 }
 
 
