@@ -18,6 +18,7 @@ from typing import Any, cast
 from ._breaker import CircuitBreaker
 from ._clock import Clock, first_reading
 from ._errors import BreakerError
+from ._fleet import Coordinator
 from ._options import BreakerOptions, shown
 
 __all__ = [
@@ -97,6 +98,7 @@ class BreakerRegistry:
         "_breakers",
         "_clock",
         "_configured",
+        "_coordinator",
         "_defaults",
         "_guests",
         "_lock",
@@ -114,6 +116,7 @@ class BreakerRegistry:
         strict: bool = False,
         clock: Clock | None = None,
         max_breakers: int | None = DEFAULT_MAX_BREAKERS,
+        coordinator: Coordinator | None = None,
     ) -> None:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
@@ -121,6 +124,15 @@ class BreakerRegistry:
             raise TypeError(f"clock must be a callable returning monotonic seconds, got {clock!r}")
         if clock is not None:
             first_reading(clock)  # a bad clock fails here, not at the first request
+        if coordinator is not None and not all(
+            callable(getattr(coordinator, method, None))
+            for method in ("attach", "detach", "start", "stop")
+        ):
+            raise TypeError(
+                "coordinator must have attach(), detach(), start() and stop() (a Coordinator, "
+                f"such as fastapi_breaker.redis.RedisCoordinator), got {coordinator!r}"
+            )
+        self._coordinator = coordinator
         if breakers is None:
             breakers = {}
         elif not isinstance(breakers, Mapping):
@@ -185,6 +197,8 @@ class BreakerRegistry:
                 if guest and self._room is not None and self._guests >= self._room:
                     self._evict_for(name)
                 breaker = CircuitBreaker.from_options(options, name=name, clock=self._clock)
+                if self._coordinator is not None:
+                    self._coordinator.attach(breaker)
                 self._breakers[name] = breaker
                 if guest:
                     self._guests += 1
@@ -215,8 +229,10 @@ class BreakerRegistry:
         if victim is not None:
             # Forgotten, not shut down: a caller may still hold it mid-request, and nothing of
             # it needs stopping (no task, no handler, no call with a deadline).
-            del breakers[victim]
+            forgotten = breakers.pop(victim)
             self._guests -= 1
+            if self._coordinator is not None:
+                self._coordinator.detach(forgotten)
         for key in passed:
             # Between the pop and the store a lock-free lookup misses the name: get() then
             # takes the lock and finds it, and so does __contains__.
@@ -236,6 +252,8 @@ class BreakerRegistry:
                 self._guests -= 1
         if breaker is None:
             return False
+        if self._coordinator is not None:
+            self._coordinator.detach(breaker)
         # Outside the lock: a shutdown event handler may well ask the registry for a breaker.
         breaker.shutdown()
         return True
@@ -277,7 +295,38 @@ class BreakerRegistry:
             self._guests = 0
         # Outside the lock: a shutdown event handler may well ask the registry for a breaker.
         for breaker in breakers:
+            if self._coordinator is not None:
+                self._coordinator.detach(breaker)
             breaker.shutdown()
+
+    @property
+    def coordinator(self) -> Coordinator | None:
+        """What shares these breakers' state with the fleet, if anything."""
+        return self._coordinator
+
+    async def start(self) -> None:
+        """Start the coordinator's background work, if there is a coordinator.
+
+        `setup_breakers()` calls it when the app starts; `async with registry:` does too.
+        """
+        if self._coordinator is not None:
+            await self._coordinator.start()
+
+    async def stop(self) -> None:
+        """Stop the coordinator's background work (it reports what is left, briefly)."""
+        if self._coordinator is not None:
+            await self._coordinator.stop()
+
+    async def __aenter__(self) -> BreakerRegistry:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the coordinator, then shut every breaker down, as an app's lifespan does."""
+        try:
+            await self.stop()
+        finally:
+            self.shutdown()
 
 
 def _forgettable(breaker: CircuitBreaker) -> bool:

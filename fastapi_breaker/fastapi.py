@@ -167,7 +167,9 @@ def setup_breakers(
     - at startup, a strict registry must know every breaker that a route depends on, and every
       `critical` name of a `health_router` that reads the app's registry, or startup fails
       naming each unknown one;
-    - when the lifespan ends, even by an error, every breaker is shut down;
+    - when the app starts, the registry's coordinator (if any) starts sharing the breakers'
+      state with the fleet; when the lifespan ends, even by an error, it stops, and every
+      breaker is shut down;
     - `middleware=True` adds `CircuitBreakerMiddleware(expose_name=expose_name)`, and the same
       answer as the app's exception handler for `CircuitOpenError`, unless the app has its own:
       Starlette runs exception handlers inside every middleware, so without it a handler for a
@@ -233,10 +235,14 @@ def _with_breakers(
         if registry.strict:
             _check_known(app, registry)
         try:
+            await registry.start()  # the coordinator's background work, if there is one
             async with lifespan(scope_app) as state:
                 yield state
         finally:
-            registry.shutdown()
+            try:
+                await registry.stop()
+            finally:
+                registry.shutdown()
 
     return breaker_lifespan
 
