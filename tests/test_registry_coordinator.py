@@ -53,11 +53,17 @@ def test_every_breaker_made_is_attached_and_every_one_forgotten_is_detached() ->
 async def test_async_with_starts_and_stops_the_coordinator_then_shuts_breakers_down() -> None:
     recorder = Recorder()
     registry = BreakerRegistry(coordinator=recorder)
-    with pytest.raises(RuntimeError, match="^inside$"):
+    made: list[CircuitBreaker] = []
+
+    async def use() -> None:
         async with registry as entered:
             assert entered is registry
-            breaker = registry.get("a")
+            made.append(registry.get("a"))
             raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match=r"^inside$"):
+        await use()
+    (breaker,) = made
     assert recorder.log == [("start", ""), ("attach", "a"), ("stop", ""), ("detach", "a")]
     assert breaker.is_shutdown
 
