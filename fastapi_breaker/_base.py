@@ -23,6 +23,7 @@ from ._core import BreakerCore, Moves
 from ._deadlines import DeadlineQueue
 from ._events import Emitter, Event, EventHandler, EventName
 from ._options import BreakerOptions
+from ._state import State
 
 __all__ = ["BreakerBase", "Fallback", "default_name"]
 
@@ -87,6 +88,15 @@ class BreakerBase:
     @property
     def options(self) -> BreakerOptions:
         return self.core.options
+
+    @property
+    def fleet_state(self) -> State | None:
+        """The fleet's state as last heard from its coordinator; None without a coordinator,
+        or while the coordinator cannot reach the fleet (the breaker then follows its own)."""
+        link = self.core.fleet
+        if link is None or not link.healthy or link.state is None:
+            return None
+        return State(link.state)
 
     # ------------------------------------------------------------------ events
 

@@ -39,6 +39,8 @@ EventName = Literal[
     "shutdown",
     "snapshot",
     "health_check_failed",
+    "coordinator_degraded",
+    "coordinator_recovered",
 ]
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
 _NOTHING: frozenset[str] = frozenset()  # shared by every breaker with no handlers
@@ -56,8 +58,8 @@ class Event:
     - `breaker`: the breaker that emitted it.
     - `args`, `kwargs`: the call's arguments (`fire`, `failure`, `timeout`, `reject`, ...).
     - `result`: the call's result (`success`) or the fallback's result (`fallback`).
-    - `error`: the exception of `failure`, `timeout`, `reject`, `semaphore_locked`, `fallback`
-      and `health_check_failed`.
+    - `error`: the exception of `failure`, `timeout`, `reject`, `semaphore_locked`, `fallback`,
+      `health_check_failed` and `coordinator_degraded` (why the fleet cannot be reached).
     - `latency`: seconds the call took, by the breaker's clock (`success`, `failure`, `timeout`).
     - `stats`: the window at that moment (`snapshot`).
     """

@@ -2,7 +2,8 @@
 
 `health_router()` returns an `APIRouter` with three endpoints (prefix `/health` by default):
 
-- `GET /health`: every breaker's state, stats and retry-after, and an overall status:
+- `GET /health`: every breaker's state, stats and retry-after (and, when a coordinator shares
+  it with a fleet, the fleet's state, which the status then follows), and an overall status:
 
   - `healthy`: every breaker is closed (or none exists yet);
   - `degraded`: some breaker is open or half-open, but no *critical* breaker is open;
@@ -290,8 +291,11 @@ def _health(
     closed = State.CLOSED
     for name, breaker in breakers.items():
         state = breaker.state
-        if state is not closed:
-            if state is State.OPEN and name in critical:
+        # With a fleet, the status follows the fleet's state: every worker answers the same.
+        fleet = breaker.fleet_state
+        decided = state if fleet is None else fleet
+        if decided is not closed:
+            if decided is State.OPEN and name in critical:
                 status = "unhealthy"
             elif status == "healthy":
                 status = "degraded"
@@ -301,6 +305,8 @@ def _health(
                 "stats": breaker.stats.to_dict(),
                 "retry_after": None if state is closed else breaker.retry_after,
             }
+            if breaker.core.fleet is not None:
+                entry["fleet"] = None if fleet is None else fleet.value
             key = to_json(_printable_name(name))
             entries.append(key + b":" + to_json(entry, inf_nan_mode="null"))
         elif status == "unhealthy":
