@@ -25,6 +25,7 @@ ENGINE = (
     "_fleet",
     "_options",
     "_outcome",
+    "_redis_script",
     "_registry",
     "_snapshot",
     "_state",
