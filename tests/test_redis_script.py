@@ -56,6 +56,14 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
         yield connected
 
 
+def arguments(**change: Any) -> dict[str, Any]:
+    """script_args' keywords: a read by p1 of AuthService with SETTINGS, but for `change`."""
+    return {
+        "process_id": "p1", "successes": 0, "failures": 0, "rejections": 0, "want_trial": False,
+        "trial_outcome": "", "channel": CHANNEL, "name": "AuthService", **SETTINGS, **change,
+    }  # fmt: skip
+
+
 def call(
     client: redis.Redis,
     *,
@@ -66,19 +74,18 @@ def call(
     want: bool = False,
     outcome: str = "",
     keys: tuple[str, str] = KEYS,
-    name: str = "AuthService",
-    **overrides: Any,
+    **change: Any,
 ) -> FleetReply:
     args = script_args(
-        process_id=pid,
-        successes=ok,
-        failures=failed,
-        rejections=refused,
-        want_trial=want,
-        trial_outcome=outcome,
-        channel=CHANNEL,
-        name=name,
-        **{**SETTINGS, **overrides},
+        **arguments(
+            process_id=pid,
+            successes=ok,
+            failures=failed,
+            rejections=refused,
+            want_trial=want,
+            trial_outcome=outcome,
+            **change,
+        )
     )
     reply = parse_reply(client.evalsha(SCRIPT_SHA, 2, *keys, *args))
     assert reply is not None
@@ -382,10 +389,7 @@ def test_after_script_flush_evalsha_fails_and_the_caller_loads_and_runs_again(
     client: redis.Redis,
 ) -> None:
     client.script_flush()
-    args = script_args(
-        process_id="p1", successes=1, failures=0, rejections=0, want_trial=False,
-        trial_outcome="", channel=CHANNEL, name="AuthService", **SETTINGS,
-    )  # fmt: skip
+    args = script_args(**arguments(successes=1))
     with pytest.raises(redis.exceptions.NoScriptError):
         client.evalsha(SCRIPT_SHA, 2, *KEYS, *args)
     assert client.script_load(SCRIPT) == SCRIPT_SHA
@@ -393,10 +397,7 @@ def test_after_script_flush_evalsha_fails_and_the_caller_loads_and_runs_again(
 
 
 async def test_a_pipeline_returns_noscript_per_call_without_raising(redis_url: str) -> None:
-    args = script_args(
-        process_id="p1", successes=0, failures=1, rejections=0, want_trial=False,
-        trial_outcome="", channel=CHANNEL, name="AuthService", **SETTINGS,
-    )  # fmt: skip
+    args = script_args(**arguments(failures=1))
     client = aioredis.Redis.from_url(redis_url, retry=None, socket_timeout=2)
     try:
         pipe = client.pipeline(transaction=False)
@@ -525,12 +526,8 @@ def test_script_args_are_in_the_script_s_order_and_text_is_bytes() -> None:
 def test_script_args_refuse_what_the_script_cannot_use(
     change: dict[str, Any], message: str
 ) -> None:
-    given_args = {
-        "process_id": "p1", "successes": 0, "failures": 0, "rejections": 0, "want_trial": False,
-        "trial_outcome": "", "channel": CHANNEL, "name": "x", **SETTINGS, **change,
-    }  # fmt: skip
     with pytest.raises(ValueError, match=f"^{message}$"):
-        script_args(**given_args)
+        script_args(**arguments(**change))
 
 
 @pytest.mark.parametrize(
