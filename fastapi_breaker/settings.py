@@ -58,6 +58,9 @@ _Buckets = Annotated[int, Strict(), Field(ge=1, le=MAX_BUCKETS)]
 _Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]
 _Volume = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
 _MaxBreakers = Annotated[int, Strict(), Field(ge=1)]
+# A Redis URL (redis://, rediss:// with TLS, or a unix socket), user and password included.
+_RedisUrl = Annotated[str, Field(pattern=r"^(redis|rediss|unix)://", min_length=9)]
+_Namespace = Annotated[str, Field(min_length=1, max_length=200)]
 
 # BreakerOptions stays the one source of defaults.
 _DEFAULT = BreakerOptions()
@@ -103,6 +106,8 @@ class _RegistryFields(BaseModel):
     breakers: _Breakers = Field(default_factory=dict)
     strict: bool = False
     max_breakers: _MaxBreakers | None = DEFAULT_MAX_BREAKERS
+    redis_url: _RedisUrl | None = None
+    redis_namespace: _Namespace | None = None
 
 
 class RegistrySettings(BaseSettings):
@@ -125,6 +130,9 @@ class RegistrySettings(BaseSettings):
     breakers: _Breakers = Field(default_factory=dict)
     strict: bool = False
     max_breakers: _MaxBreakers | None = DEFAULT_MAX_BREAKERS
+    # A fleet coordinator through Redis (the `redis` extra): the URL, and this app's namespace.
+    redis_url: _RedisUrl | None = None
+    redis_namespace: _Namespace | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +155,16 @@ class RegistrySettings(BaseSettings):
         )
         return init_settings, variables, file_secret_settings
 
+
+# The fields set by one variable each: <prefix>FIELD=...
+_WHOLE_FIELDS = (
+    "strict",
+    "max_breakers",
+    "redis_url",
+    "redis_namespace",
+    "defaults",
+    "breakers",
+)
 
 # What each option is, for reading it from text.
 _FLAGS = frozenset(
@@ -241,7 +259,7 @@ class _Variables(PydanticBaseSettingsSource):
                 continue
             field, *rest = variable[len(head) :].split(_DELIMITER)
             field = field.lower()
-            if field in ("strict", "max_breakers", "defaults", "breakers") and not rest:
+            if field in _WHOLE_FIELDS and not rest:
                 whole[field] = self._value(field, variable, text)
             elif field == "defaults" and len(rest) == 1 and rest[0].lower() in _OPTIONS:
                 option = rest[0].lower()
@@ -282,6 +300,8 @@ class _Variables(PydanticBaseSettingsSource):
         return [
             f"{p}STRICT",
             f"{p}MAX_BREAKERS",
+            f"{p}REDIS_URL",
+            f"{p}REDIS_NAMESPACE",
             f"{p}DEFAULTS",
             f"{p}DEFAULTS{d}<option>",
             f"{p}BREAKERS",
@@ -293,7 +313,7 @@ class _Variables(PydanticBaseSettingsSource):
         """` (did you mean X?)` when a valid variable is close to `variable`."""
         p, d = self.prefix, _DELIMITER
         options = [option.upper() for option in _OPTIONS]
-        candidates = [f"{p}STRICT", f"{p}MAX_BREAKERS", f"{p}DEFAULTS", f"{p}BREAKERS"]
+        candidates = [f"{p}{field.upper()}" for field in _WHOLE_FIELDS]
         candidates += [f"{p}DEFAULTS{d}{option}" for option in options]
         rest = variable[len(p) :].split(d)
         if len(rest) >= 3 and rest[0].lower() == "breakers":
@@ -384,10 +404,31 @@ def registry_from_settings(
             strict=settings.strict,
             clock=clock,
             max_breakers=settings.max_breakers,
+            coordinator=_coordinator(settings.redis_url, settings.redis_namespace),
         )
     except ValueError as exc:
         # What needs several options together (the bucket width) or the names (max_breakers).
         raise BreakerSettingsError(f"invalid circuit breaker settings: {exc}") from exc
+
+
+def _coordinator(url: str | None, namespace: str | None) -> Any:
+    """A `RedisCoordinator` when a Redis URL is set, else None."""
+    if url is None:
+        if namespace is not None:
+            raise BreakerSettingsError(
+                "invalid circuit breaker settings: redis_namespace is set but redis_url is "
+                "not: set FASTAPI_BREAKER_REDIS_URL too, or neither"
+            )
+        return None
+    if namespace is None:
+        raise BreakerSettingsError(
+            "invalid circuit breaker settings: redis_url needs redis_namespace, this app's "
+            "name in Redis (FASTAPI_BREAKER_REDIS_NAMESPACE=user-service, say)"
+        )
+    # Imported only when asked for: without the redis extra, its ImportError names the extra.
+    from .redis import RedisCoordinator
+
+    return RedisCoordinator(url, namespace=namespace)
 
 
 def _describe(exc: ValidationError) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -280,7 +281,8 @@ def test_a_source_of_the_wrong_kind_is_refused() -> None:
 
 
 VARIABLES = (
-    "FASTAPI_BREAKER_STRICT, FASTAPI_BREAKER_MAX_BREAKERS, FASTAPI_BREAKER_DEFAULTS, "
+    "FASTAPI_BREAKER_STRICT, FASTAPI_BREAKER_MAX_BREAKERS, FASTAPI_BREAKER_REDIS_URL, "
+    "FASTAPI_BREAKER_REDIS_NAMESPACE, FASTAPI_BREAKER_DEFAULTS, "
     "FASTAPI_BREAKER_DEFAULTS__<option>, FASTAPI_BREAKER_BREAKERS, "
     "FASTAPI_BREAKER_BREAKERS__<name>, FASTAPI_BREAKER_BREAKERS__<name>__<option>"
 )
@@ -615,3 +617,40 @@ def test_a_missing_dotenv_file_is_skipped_as_pydantic_settings_does(tmp_path: Pa
     registry = registry_from_settings(RegistrySettings(_env_file=tmp_path / "absent.env"))
 
     assert registry.configured == frozenset()
+
+
+# ---------------------------------------------------------------- a fleet through Redis
+
+
+def test_a_redis_url_and_namespace_give_the_registry_a_redis_coordinator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_REDIS_URL", "rediss://app:secret@redis.internal:6380/2")
+    monkeypatch.setenv("FASTAPI_BREAKER_REDIS_NAMESPACE", "user-service")
+    registry = registry_from_settings()
+    coordinator = registry.coordinator
+    assert type(coordinator).__name__ == "RedisCoordinator"
+    assert coordinator.namespace == "user-service"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"redis_url": "redis://127.0.0.1:6379/0"},
+            "redis_url needs redis_namespace, this app's name in Redis",
+        ),
+        ({"redis_namespace": "user-service"}, "redis_namespace is set but redis_url is not"),
+        ({"redis_url": "http://127.0.0.1", "redis_namespace": "x"}, "redis_url"),
+        ({"redis_url": "redis://127.0.0.1", "redis_namespace": ""}, "redis_namespace"),
+    ],
+)
+def test_redis_settings_must_come_together_and_be_well_formed(
+    given: dict[str, str], message: str
+) -> None:
+    with pytest.raises(BreakerSettingsError, match=re.escape(message)):
+        registry_from_settings(given)
+
+
+def test_without_a_redis_url_there_is_no_coordinator() -> None:
+    assert registry_from_settings({}).coordinator is None

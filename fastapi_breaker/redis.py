@@ -1,0 +1,425 @@
+"""One breaker per name for a whole fleet of processes, through Redis, off the call path.
+
+    from fastapi_breaker import BreakerRegistry
+    from fastapi_breaker.redis import RedisCoordinator
+
+    registry = BreakerRegistry(
+        breakers={"AuthService": {"volume_threshold": 10}},
+        coordinator=RedisCoordinator("redis://127.0.0.1:6379/0", namespace="user-service"),
+    )
+
+A call never waits on Redis. Each process counts locally as always; every `flush_interval` a
+background task sends what the breakers that had traffic counted since last time, in one
+pipeline: one fixed server-side script per breaker adds the counts into the fleet's rolling
+window, decides by the Redis server's clock, and answers the fleet's state, which the process
+turns into local monotonic deadlines. Transitions are also published, so that a process with no
+traffic learns of them at once, and a periodic read repairs a lost message.
+
+When Redis is unreachable, stalled or answers nonsense, the breakers fall back to their own
+evidence (a known fleet open still holds until its deadline), every breaker emits
+`coordinator_degraded` once, the coordinator retries with jittered backoff, and on success
+emits `coordinator_recovered` and decides with the fleet again. Nothing it does raises into a
+call.
+
+Needs the `redis` extra: `pip install "fastapi_breaker[redis]"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import uuid
+from typing import Any
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import NoScriptError, RedisError
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis
+    raise ImportError(
+        "fastapi_breaker.redis needs redis-py: pip install 'fastapi_breaker[redis]'"
+    ) from exc
+
+from ._breaker import CircuitBreaker
+from ._events import Event
+from ._fleet import Deltas
+from ._options import check_seconds
+from ._redis_script import (
+    SCRIPT,
+    FleetReply,
+    channel_for,
+    keys_for,
+    parse_message,
+    parse_reply,
+    script_args,
+)
+
+__all__ = ["RedisCoordinator"]
+
+logger = logging.getLogger("fastapi_breaker")
+
+# A lease on the fleet's trial outlives the trial's own limit by this much before another
+# process may take it: a trial that ends right at its limit is still reported in time.
+LEASE_MARGIN = 1.0
+_BACKOFF_FIRST, _BACKOFF_MOST = 0.1, 5.0
+
+
+class _Followed:
+    """A breaker the coordinator follows, and what it still has to tell the fleet."""
+
+    __slots__ = ("active", "breaker", "carry", "dirty", "keys", "outcome")
+
+    def __init__(self, breaker: CircuitBreaker, keys: tuple[str, str]) -> None:
+        self.breaker = breaker
+        self.keys = keys
+        self.carry = Deltas(0, 0, 0)  # counted here, not yet added to the fleet's window
+        self.outcome = ""  # a trial's outcome not yet reported
+        self.dirty = True  # read the fleet's state at the next flush
+        self.active = -math.inf  # when it last had something to send (the breaker's clock)
+
+
+class RedisCoordinator:
+    """Shares the state of a registry's breakers through Redis; see the module docstring.
+
+    - `url`: a `redis://` or `rediss://` URL; a username and password in it log in with
+      Redis ACLs.
+    - `namespace`: this app's name in Redis. Apps that share a Redis and a breaker name must
+      not share a namespace unless they mean to share the breaker.
+    - `flush_interval`: seconds between two flushes (0.1). A fleet open reaches every process
+      with traffic within it.
+    - `timeout`: seconds a Redis command may take before the coordinator gives up on it (0.25).
+    - `repair_interval`: seconds between two reads of the fleet's state of breakers that are
+      open or half-open here, in case a published transition was lost (1.0).
+    - `client`: a `redis.asyncio.Redis` to use instead of one made from `url`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str,
+        flush_interval: float = 0.1,
+        timeout: float = 0.25,
+        repair_interval: float = 1.0,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise TypeError("RedisCoordinator needs a url or a client, and not both")
+        if url is not None and (
+            not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {url!r}")
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
+        for field, value in (
+            ("flush_interval", flush_interval),
+            ("timeout", timeout),
+            ("repair_interval", repair_interval),
+        ):
+            check_seconds(field, value)
+        self.namespace = namespace
+        self.flush_interval = float(flush_interval)
+        self.timeout = float(timeout)
+        self.repair_interval = float(repair_interval)
+        self._url = url
+        self._client = client
+        self._own_client = client is None
+        self._channel = channel_for(namespace)
+        # Names this process in the fleet's trial leases: unique even across forked workers.
+        self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._followed: dict[str, _Followed] = {}
+        self._sha: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake: asyncio.Event | None = None
+        self.degraded = False
+        self._outage_reported = False
+        self._backoff = _BACKOFF_FIRST
+
+    def __repr__(self) -> str:
+        state = "degraded" if self.degraded else "connected" if self._tasks else "stopped"
+        return f"<RedisCoordinator namespace={self.namespace!r} {state}>"
+
+    # ------------------------------------------------------------------ the seam
+
+    def attach(self, breaker: CircuitBreaker) -> None:
+        link = breaker.core.link_fleet()
+        link.healthy = self._tasks != [] and not self.degraded
+        self._followed[breaker.name] = _Followed(breaker, keys_for(self.namespace, breaker.name))
+
+    def detach(self, breaker: CircuitBreaker) -> None:
+        followed = self._followed.get(breaker.name)
+        if followed is not None and followed.breaker is breaker:
+            del self._followed[breaker.name]
+        breaker.core.unlink_fleet()
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        if self._client is None:
+            self._client = aioredis.from_url(
+                self._url,  # type: ignore[arg-type]
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                health_check_interval=0,
+            )
+        self._wake = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._flushing(), name="fastapi_breaker.redis flush"),
+            asyncio.create_task(self._listening(), name="fastapi_breaker.redis subscribe"),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # What was counted since the last flush, if Redis answers promptly.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), self.timeout)
+        if self._own_client and self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+            self._client = None
+
+    # ------------------------------------------------------------------ flushing
+
+    async def _flushing(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._pause())
+            self._wake.clear()
+            await self.flush()
+
+    def _pause(self) -> float:
+        if not self.degraded:
+            return self.flush_interval
+        # Jittered backoff while Redis is unreachable: a fleet of processes must not retry in
+        # step and knock it over as it comes back.
+        pause = self._backoff * random.uniform(0.5, 1.5)
+        self._backoff = min(self._backoff * 2, _BACKOFF_MOST)
+        return pause
+
+    async def flush(self) -> None:
+        """Send what the breakers counted and read what the fleet decided; never raises."""
+        try:
+            await self._exchange()
+        except (RedisError, OSError, TimeoutError, ValueError) as exc:
+            self._lost(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a garbled reply, a bug: never a request's problem
+            logger.exception("fleet coordinator %r: unexpected error", self.namespace)
+            self._lost(exc)
+
+    async def _exchange(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        batch = self._collect()
+        if not batch:
+            if self.degraded:
+                await client.ping()  # find out whether Redis is back
+                self._recovered()
+            return
+        if self._sha is None:
+            self._sha = await client.script_load(SCRIPT)
+        replies = await self._run(client, batch)
+        if self.degraded:
+            self._recovered()
+        for (followed, deltas, _, outcome), raw in zip(batch, replies, strict=True):
+            if isinstance(raw, Exception):
+                self._keep(followed, deltas, outcome)
+                raise raw
+            reply = parse_reply(raw)
+            if reply is None:
+                logger.warning(
+                    "fleet coordinator %r: malformed fleet state for %r, ignored",
+                    self.namespace,
+                    followed.breaker.name,
+                )
+                continue
+            self._apply(followed.breaker, reply)
+
+    async def _run(
+        self, client: aioredis.Redis, batch: list[tuple[_Followed, Deltas, bool, str]]
+    ) -> list[Any]:
+        for attempt in (1, 2):
+            sha = self._sha
+            assert sha is not None  # loaded by _exchange() first
+            pipe = client.pipeline(transaction=False)
+            for followed, deltas, wants, outcome in batch:
+                args = self._args(followed, deltas, wants, outcome)
+                pipe.evalsha(sha, 2, *followed.keys, *args)
+            try:
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            except BaseException:
+                for followed, deltas, _, outcome in batch:
+                    self._keep(followed, deltas, outcome)
+                raise
+            if attempt == 1 and any(isinstance(raw, NoScriptError) for raw in replies):
+                # Redis restarted empty: the script is gone, and so is everything the failed
+                # calls would have added. Load it, and send the same batch again.
+                self._sha = await client.script_load(SCRIPT)
+                continue
+            return replies
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _collect(self) -> list[tuple[_Followed, Deltas, bool, str]]:
+        batch = []
+        for followed in list(self._followed.values()):
+            breaker = followed.breaker
+            deltas, wants, outcome = breaker.core.drain(breaker.clock())
+            carry = followed.carry
+            if carry:
+                deltas = Deltas(
+                    deltas.successes + carry.successes,
+                    deltas.failures + carry.failures,
+                    deltas.rejections + carry.rejections,
+                )
+                followed.carry = Deltas(0, 0, 0)
+            outcome = outcome or followed.outcome
+            followed.outcome = ""
+            if deltas or wants or outcome:
+                followed.active = breaker.clock()
+            if deltas or wants or outcome or followed.dirty:
+                followed.dirty = False
+                batch.append((followed, deltas, wants, outcome))
+        return batch
+
+    def _keep(self, followed: _Followed, deltas: Deltas, outcome: str) -> None:
+        """Keep what a failed flush did not deliver, for the next one."""
+        carry = followed.carry
+        followed.carry = Deltas(
+            carry.successes + deltas.successes,
+            carry.failures + deltas.failures,
+            carry.rejections + deltas.rejections,
+        )
+        followed.outcome = followed.outcome or outcome
+        followed.dirty = True
+
+    def _args(self, followed: _Followed, deltas: Deltas, wants: bool, outcome: str) -> list[Any]:
+        options = followed.breaker.options
+        return script_args(
+            process_id=self.process_id,
+            successes=deltas.successes,
+            failures=deltas.failures,
+            rejections=deltas.rejections,
+            want_trial=wants,
+            trial_outcome=outcome,
+            window_ms=round(options.rolling_count_timeout * 1000),
+            buckets=options.rolling_count_buckets,
+            threshold_pct=options.error_threshold_percentage,
+            volume_threshold=options.volume_threshold,
+            reset_ms=round(options.reset_timeout * 1000),
+            lease_ms=round((options.trial_timeout + LEASE_MARGIN) * 1000),
+            max_trials=options.half_open_max_calls,
+            channel=self._channel,
+            name=followed.breaker.name,
+        )
+
+    def _apply(self, breaker: CircuitBreaker, reply: FleetReply) -> None:
+        now = breaker.clock()
+        until = now + reply.remaining_ms / 1000
+        moves: list[str] = []
+        if reply.state == "closed":
+            verdict = "close"
+        elif reply.state == "open":
+            verdict = "open"
+        elif reply.trials > 0:
+            verdict = "trial"
+        elif reply.holder:
+            return  # our trial runs: its outcome is what the fleet waits for
+        else:
+            verdict = "wait"
+        breaker.core.follow(verdict, now, until, moves)
+        breaker.announce(moves)
+
+    # ------------------------------------------------------------------ health of the link
+
+    def _lost(self, error: BaseException) -> None:
+        if self._outage_reported:
+            return
+        self.degraded = self._outage_reported = True
+        self._backoff = _BACKOFF_FIRST
+        logger.warning(
+            "fleet coordinator %r: Redis unreachable (%s); breakers follow local evidence",
+            self.namespace,
+            type(error).__name__,
+        )
+        for followed in list(self._followed.values()):
+            breaker = followed.breaker
+            breaker.core.fleet_health(False)
+            if "coordinator_degraded" in breaker.listening:
+                breaker.emit(Event("coordinator_degraded", breaker, error=error))
+
+    def _recovered(self) -> None:
+        self.degraded = self._outage_reported = False
+        self._backoff = _BACKOFF_FIRST
+        logger.warning("fleet coordinator %r: Redis reachable again", self.namespace)
+        for followed in list(self._followed.values()):
+            breaker = followed.breaker
+            breaker.core.fleet_health(True)
+            followed.dirty = True
+            if "coordinator_recovered" in breaker.listening:
+                breaker.emit(Event("coordinator_recovered", breaker))
+
+    # ------------------------------------------------------------------ listening
+
+    async def _listening(self) -> None:
+        """Follow published transitions; mark open breakers for a periodic repairing read."""
+        loop = asyncio.get_running_loop()
+        next_repair = loop.time() + self.repair_interval
+        pubsub = None
+        while True:
+            try:
+                if pubsub is None:
+                    assert self._client is not None
+                    pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                    await pubsub.subscribe(self._channel)
+                    self._repair(everything=True)  # what was published meanwhile is lost
+                message = await pubsub.get_message(timeout=self.repair_interval)
+                if message is not None:
+                    self._heard(message.get("data"))
+            except asyncio.CancelledError:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                raise
+            except Exception:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                pubsub = None
+                await asyncio.sleep(self._pause() if self.degraded else self.flush_interval)
+            if loop.time() >= next_repair:
+                next_repair = loop.time() + self.repair_interval
+                self._repair(everything=False)
+
+    def _repair(self, *, everything: bool) -> None:
+        """Mark for a read the breakers a lost message would leave wrong: those open or
+        half-open here or in the fleet, and those with traffic within their rolling window
+        (all of them, with `everything`). An idle closed breaker reads nothing."""
+        for followed in list(self._followed.values()):
+            breaker = followed.breaker
+            link = breaker.core.fleet
+            recent = breaker.clock() - followed.active < breaker.options.rolling_count_timeout
+            if link is not None and (
+                everything or recent or link.held or link.state not in (None, "closed")
+            ):
+                followed.dirty = True
+
+    def _heard(self, data: object) -> None:
+        """A published transition: read that breaker's fleet state at once."""
+        message = parse_message(data)
+        if message is None:
+            return
+        followed = self._followed.get(message.name)
+        if followed is not None and self._wake is not None:
+            followed.dirty = True
+            self._wake.set()

@@ -1,0 +1,215 @@
+"""RedisCoordinator against a real redis-server: the fleet decides, off the call path.
+
+Two coordinators in one event loop stand for two processes here (the spawned-process tests are
+in test_fleet_processes.py). The fleet's decisions run on the Redis server's clock, so these
+tests wait for them, polling with a bound, instead of driving a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis
+
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, State
+from fastapi_breaker.redis import RedisCoordinator
+from tests.redis_server import RedisServer
+
+FLUSH = 0.05
+OPTIONS = {"volume_threshold": 10, "error_threshold_percentage": 50.0, "timeout": None}
+
+
+class Boom(Exception):
+    pass
+
+
+async def ok() -> str:
+    return "ok"
+
+
+async def fail() -> None:
+    raise Boom
+
+
+async def eventually(check: Callable[[], bool], within: float = 3.0) -> None:
+    """Wait until `check()` holds, polling every 10 ms, for `within` seconds at most."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {check.__doc__ or check}")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def fleet(redis_url: str, count: int, **options: Any) -> AsyncIterator[list[CircuitBreaker]]:
+    """`count` registries, each with its own coordinator: one breaker "svc" per process."""
+    registries = [
+        BreakerRegistry(
+            {**OPTIONS, **options},
+            coordinator=RedisCoordinator(redis_url, namespace="tests", flush_interval=FLUSH),
+        )
+        for _ in range(count)
+    ]
+    for registry in registries:
+        await registry.start()
+    try:
+        yield [registry.get("svc") for registry in registries]
+    finally:
+        for registry in registries:
+            await registry.stop()
+            registry.shutdown()
+
+
+async def failures(breaker: CircuitBreaker, count: int) -> None:
+    for _ in range(count):
+        with pytest.raises(Boom):
+            await breaker.call(fail)
+
+
+async def test_the_fleet_opens_on_the_counts_of_all_its_processes(redis_url: str) -> None:
+    async with fleet(redis_url, 2, reset_timeout=30.0) as (a, b):
+        await failures(a, 5)
+        await failures(b, 5)  # five each: neither reaches volume_threshold=10 alone
+        assert (a.state, b.state) == (State.CLOSED, State.CLOSED)
+        await eventually(lambda: a.state is State.OPEN and b.state is State.OPEN)
+        assert (a.fleet_state, b.fleet_state) == (State.OPEN, State.OPEN)
+        with pytest.raises(CircuitOpenError) as refused:
+            await a.call(ok)
+        assert 28.0 < refused.value.retry_after <= 30.0  # the fleet's deadline, read locally
+
+
+async def test_one_trial_for_the_fleet_and_its_success_closes_every_process(
+    redis_url: str,
+) -> None:
+    async with fleet(redis_url, 3, reset_timeout=0.5) as breakers:
+        await failures(breakers[0], 10)
+        await eventually(lambda: all(b.state is State.OPEN for b in breakers))
+        await asyncio.sleep(0.5)
+        # Every process refuses past the deadline, and asks the fleet for the trial.
+        for breaker in breakers:
+            with pytest.raises(CircuitOpenError):
+                await breaker.call(ok)
+        await eventually(lambda: any(b.state is State.HALF_OPEN for b in breakers))
+        await asyncio.sleep(3 * FLUSH)  # every other answer from the fleet has arrived
+        trials = [b for b in breakers if b.state is State.HALF_OPEN]
+        assert len(trials) == 1
+        assert await trials[0].call(ok) == "ok"
+        await eventually(lambda: all(b.state is State.CLOSED for b in breakers), within=1.0)
+        assert all(b.fleet_state is State.CLOSED for b in breakers)
+
+
+async def test_a_local_open_stays_local(redis_url: str) -> None:
+    async with fleet(redis_url, 2, reset_timeout=30.0, volume_threshold=0) as (a, b):
+        # volume_threshold=0 locally opens on one failure; the fleet opens too: one failure in
+        # one call is over 50% of the fleet's calls. So give the fleet successes first.
+        for _ in range(20):
+            await b.call(ok)
+        await asyncio.sleep(3 * FLUSH)
+        await failures(a, 1)
+        assert a.state is State.OPEN
+        await asyncio.sleep(3 * FLUSH)
+        assert b.state is State.CLOSED
+        assert b.fleet_state is State.CLOSED
+
+
+async def test_redis_paused_never_fails_a_call_and_reports_one_outage(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async with fleet(redis_url, 1, reset_timeout=30.0) as (breaker,):
+        seen: list[str] = []
+        breaker.on("coordinator_degraded", lambda event: seen.append(event.name))
+        breaker.on("coordinator_recovered", lambda event: seen.append(event.name))
+        assert await breaker.call(ok) == "ok"
+        await eventually(lambda: breaker.fleet_state is State.CLOSED)
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            for _ in range(50):
+                assert await breaker.call(ok) == "ok"  # never waits on Redis
+                await asyncio.sleep(0.02)
+            assert time.monotonic() - started < 2.0
+            await eventually(lambda: seen == ["coordinator_degraded"])
+            assert breaker.fleet_state is None
+        finally:
+            redis_server.resume()
+        await eventually(lambda: seen == ["coordinator_degraded", "coordinator_recovered"])
+        assert breaker.stats.successes == 51  # every outcome counted, once
+
+
+async def test_redis_restarted_empty_loads_the_script_again_and_decides(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async with fleet(redis_url, 2, reset_timeout=30.0) as (a, b):
+        assert await a.call(ok) == "ok"
+        await eventually(lambda: a.fleet_state is State.CLOSED)
+        redis_server.restart()  # no keys, no scripts
+        await failures(a, 5)
+        await failures(b, 5)
+        await eventually(lambda: a.state is State.OPEN and b.state is State.OPEN, within=8.0)
+
+
+async def test_garbage_in_the_breakers_keys_is_no_fleet_state_and_never_raises(
+    redis_url: str,
+) -> None:
+    from fastapi_breaker._redis_script import keys_for
+
+    client = redis.Redis.from_url(redis_url)
+    for key in keys_for("tests", "svc"):
+        client.set(key, b"\x80 not what was written")
+    async with fleet(redis_url, 2, reset_timeout=30.0) as (a, b):
+        assert await a.call(ok) == "ok"
+        await failures(a, 5)
+        await failures(b, 5)
+        await eventually(lambda: a.state is State.OPEN and b.state is State.OPEN)
+    client.close()
+
+
+def test_without_redis_py_the_import_names_the_extra() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+
+        class Blocker:
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname.split(".")[0] == "redis":
+                    raise ImportError(f"blocked: {fullname}")
+                return None
+
+        sys.meta_path.insert(0, Blocker())
+        try:
+            import fastapi_breaker.redis
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == (
+        "fastapi_breaker.redis needs redis-py: pip install 'fastapi_breaker[redis]'"
+    )
+
+
+def test_bad_arguments_are_refused_naming_them() -> None:
+    with pytest.raises(ValueError, match=r"^url must be a redis://, rediss:// or unix:// URL"):
+        RedisCoordinator("http://127.0.0.1", namespace="x")
+    with pytest.raises(ValueError, match=r"^namespace must be a non-empty string"):
+        RedisCoordinator("redis://127.0.0.1", namespace="")
+    with pytest.raises(ValueError, match=r"^flush_interval must be"):
+        RedisCoordinator("redis://127.0.0.1", namespace="x", flush_interval=0)
+    with pytest.raises(TypeError, match=r"^RedisCoordinator needs a url or a client"):
+        RedisCoordinator(namespace="x")
+
+
+def test_a_handler_may_subscribe_to_the_coordinators_events() -> None:
+    breaker = CircuitBreaker(name="svc")
+    breaker.on("coordinator_degraded", print).on("coordinator_recovered", print)
+    assert {"coordinator_degraded", "coordinator_recovered"} <= breaker.listening
