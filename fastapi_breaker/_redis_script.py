@@ -3,9 +3,10 @@
 `fastapi_breaker.redis` runs `SCRIPT` with redis-py; nothing here does I/O. One call of the
 script, for one breaker, by one process:
 
-    EVALSHA SCRIPT_SHA 2 <window key> <state key> <ARGV 1..15>
+    EVALSHA SCRIPT_SHA 3 <window key> <state key> <sequence key> <ARGV 1..16>
 
-with the keys from `keys_for(namespace, name)` and ARGV in this order (`script_args` builds it):
+with the keys from `keys_for(namespace, name)` and `sequence_key_for(namespace, name,
+process_id)`, and ARGV in this order (`script_args` builds it):
 
      1 process_id        this process's id (any string); the trial's lease names it
      2 successes         calls that succeeded here since the last call, added to the window
@@ -22,6 +23,9 @@ with the keys from `keys_for(namespace, name)` and ARGV in this order (`script_a
     13 max_trials        the permits the holder gets (half_open_max_calls)
     14 channel           where transitions are published: `channel_for(namespace)`
     15 name              the breaker's name, published with each transition
+    16 sequence          this flush's number, one more than the last for this process and
+                         breaker; a number already taken adds nothing (a flush sent again after
+                         a lost answer). 0 for a read, which is never deduplicated.
 
 The reply is `[state, remaining_ms, generation, trials, holder, repaired]` (`parse_reply`).
 Only the Redis server's clock (`TIME`) decides; no time is passed in. A read, to learn the
@@ -64,6 +68,7 @@ __all__ = [
     "parse_message",
     "parse_reply",
     "script_args",
+    "sequence_key_for",
 ]
 
 STATES = ("closed", "open", "half_open")
@@ -101,6 +106,13 @@ def keys_for(namespace: str, name: str) -> tuple[str, str]:
     return f"{tag}:window", f"{tag}:state"
 
 
+def sequence_key_for(namespace: str, name: str, process_id: str) -> str:
+    """The key where the fleet keeps the last flush it took from one process for one breaker:
+    a flush sent again (its answer was lost, not its effect) is then not counted twice."""
+    window, _ = keys_for(namespace, name)
+    return f"{window[: -len(':window')]}:seq:{_encoded(process_id)}"
+
+
 def channel_for(namespace: str) -> str:
     """The pub/sub channel where one app's fleet transitions are published."""
     return f"{_PREFIX}:{_namespace(namespace)}:transitions"
@@ -129,6 +141,7 @@ def script_args(
     max_trials: int,
     channel: str,
     name: str,
+    sequence: int = 0,
 ) -> list[bytes | int | float]:
     """ARGV for `SCRIPT`, in its order, checked; text as UTF-8 bytes (lone surrogates kept)."""
     if not isinstance(process_id, str) or not process_id:
@@ -158,6 +171,7 @@ def script_args(
         max_trials,
         channel.encode("utf-8", "surrogatepass"),
         name.encode("utf-8", "surrogatepass"),
+        _count("sequence", sequence),
     ]
 
 
@@ -187,6 +201,22 @@ end
 local function garbage(key)
   redis.call('DEL', key)
   repaired = 1
+end
+
+-- A flush is counted once: its sequence number (per process and breaker, 0 for a read) must be
+-- past the last one taken, else it is a flush sent again whose first sending was counted.
+local seq = int(ARGV[16]) or 0
+if seq > 0 then
+  local last = redis.pcall('GET', KEYS[3])
+  if type(last) == 'table' then
+    garbage(KEYS[3])
+    last = false
+  end
+  if seq <= (int(last) or 0) then
+    add_s, add_f, add_r, outcome = 0, 0, 0, ''
+  else
+    redis.call('SET', KEYS[3], seq, 'PX', 2 * window_ms)
+  end
 end
 
 -- The window: sum the buckets still inside it, then add this call's counts. One string of `nb`

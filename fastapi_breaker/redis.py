@@ -37,6 +37,8 @@ from typing import Any
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
     from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis
     raise ImportError(
@@ -55,6 +57,7 @@ from ._redis_script import (
     parse_message,
     parse_reply,
     script_args,
+    sequence_key_for,
 )
 
 __all__ = ["RedisCoordinator"]
@@ -67,18 +70,36 @@ LEASE_MARGIN = 1.0
 _BACKOFF_FIRST, _BACKOFF_MOST = 0.1, 5.0
 
 
+class _Flush:
+    """What one flush tells the fleet of one breaker; sent again, with the same number, until
+    Redis answers: the fleet takes each number once."""
+
+    __slots__ = ("at", "deltas", "outcome", "sequence")
+
+    def __init__(self, sequence: int, deltas: Deltas, outcome: str, at: float) -> None:
+        self.sequence = sequence
+        self.deltas = deltas
+        self.outcome = outcome
+        self.at = at  # when it was drained, by the breaker's clock
+
+
 class _Followed:
     """A breaker the coordinator follows, and what it still has to tell the fleet."""
 
-    __slots__ = ("active", "breaker", "carry", "dirty", "keys", "outcome")
+    __slots__ = ("active", "breaker", "dirty", "keys", "pending", "sequence")
 
-    def __init__(self, breaker: CircuitBreaker, keys: tuple[str, str]) -> None:
+    def __init__(self, breaker: CircuitBreaker, keys: tuple[str, str, str]) -> None:
         self.breaker = breaker
         self.keys = keys
-        self.carry = Deltas(0, 0, 0)  # counted here, not yet added to the fleet's window
-        self.outcome = ""  # a trial's outcome not yet reported
+        self.pending: list[_Flush] = []  # drained here, not yet taken by the fleet
+        self.sequence = 0
         self.dirty = True  # read the fleet's state at the next flush
         self.active = -math.inf  # when it last had something to send (the breaker's clock)
+
+
+# One call of the script: a breaker, the flush it carries (None: a read), whether it asks for
+# the trial.
+_Call = tuple[_Followed, "_Flush | None", bool]
 
 
 class RedisCoordinator:
@@ -147,7 +168,9 @@ class RedisCoordinator:
     def attach(self, breaker: CircuitBreaker) -> None:
         link = breaker.core.link_fleet()
         link.healthy = self._tasks != [] and not self.degraded
-        self._followed[breaker.name] = _Followed(breaker, keys_for(self.namespace, breaker.name))
+        window, state = keys_for(self.namespace, breaker.name)
+        sequence = sequence_key_for(self.namespace, breaker.name, self.process_id)
+        self._followed[breaker.name] = _Followed(breaker, (window, state, sequence))
 
     def detach(self, breaker: CircuitBreaker) -> None:
         followed = self._followed.get(breaker.name)
@@ -164,6 +187,10 @@ class RedisCoordinator:
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 health_check_interval=0,
+                # No retries inside redis-py: they would stretch `timeout` to seconds. The
+                # next flush is the retry, and a flush that failed goes again as it was.
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
             )
         self._wake = asyncio.Event()
         self._tasks = [
@@ -221,21 +248,24 @@ class RedisCoordinator:
         client = self._client
         if client is None:
             return
-        batch = self._collect()
-        if not batch:
+        calls = self._collect()
+        if not calls:
             if self.degraded:
                 await client.ping()  # find out whether Redis is back
                 self._recovered()
             return
         if self._sha is None:
             self._sha = await client.script_load(SCRIPT)
-        replies = await self._run(client, batch)
+        replies = await self._run(client, calls)
         if self.degraded:
             self._recovered()
-        for (followed, deltas, _, outcome), raw in zip(batch, replies, strict=True):
+        failed: BaseException | None = None
+        for (followed, flush, _), raw in zip(calls, replies, strict=True):
             if isinstance(raw, Exception):
-                self._keep(followed, deltas, outcome)
-                raise raw
+                failed = raw  # that flush stays pending, and goes again
+                continue
+            if flush is not None:
+                followed.pending.remove(flush)
             reply = parse_reply(raw)
             if reply is None:
                 logger.warning(
@@ -245,73 +275,59 @@ class RedisCoordinator:
                 )
                 continue
             self._apply(followed.breaker, reply)
+        if failed is not None:
+            raise failed
 
-    async def _run(
-        self, client: aioredis.Redis, batch: list[tuple[_Followed, Deltas, bool, str]]
-    ) -> list[Any]:
+    async def _run(self, client: aioredis.Redis, calls: list[_Call]) -> list[Any]:
         for attempt in (1, 2):
             sha = self._sha
             assert sha is not None  # loaded by _exchange() first
             pipe = client.pipeline(transaction=False)
-            for followed, deltas, wants, outcome in batch:
-                args = self._args(followed, deltas, wants, outcome)
-                pipe.evalsha(sha, 2, *followed.keys, *args)
-            try:
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-            except BaseException:
-                for followed, deltas, _, outcome in batch:
-                    self._keep(followed, deltas, outcome)
-                raise
+            for followed, flush, wants in calls:
+                pipe.evalsha(sha, 3, *followed.keys, *self._args(followed, flush, wants))
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(raw, NoScriptError) for raw in replies):
-                # Redis restarted empty: the script is gone, and so is everything the failed
-                # calls would have added. Load it, and send the same batch again.
+                # Redis restarted empty: the script is gone (and so is the fleet's state). Load
+                # it and send the same calls again: none of them ran.
                 self._sha = await client.script_load(SCRIPT)
                 continue
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _collect(self) -> list[tuple[_Followed, Deltas, bool, str]]:
-        batch = []
+    def _collect(self) -> list[_Call]:
+        calls: list[_Call] = []
         for followed in list(self._followed.values()):
             breaker = followed.breaker
-            deltas, wants, outcome = breaker.core.drain(breaker.clock())
-            carry = followed.carry
-            if carry:
-                deltas = Deltas(
-                    deltas.successes + carry.successes,
-                    deltas.failures + carry.failures,
-                    deltas.rejections + carry.rejections,
-                )
-                followed.carry = Deltas(0, 0, 0)
-            outcome = outcome or followed.outcome
-            followed.outcome = ""
+            now = breaker.clock()
+            deltas, wants, outcome = breaker.core.drain(now)
+            if deltas or outcome:
+                followed.sequence += 1
+                followed.pending.append(_Flush(followed.sequence, deltas, outcome, now))
             if deltas or wants or outcome:
-                followed.active = breaker.clock()
-            if deltas or wants or outcome or followed.dirty:
+                followed.active = now
+            # Counts older than the window would land in the fleet's current bucket: a flush
+            # that could not go for that long is dropped (its trial outcome is long moot too).
+            window = breaker.options.rolling_count_timeout
+            followed.pending = [flush for flush in followed.pending if now - flush.at < window]
+            if followed.pending:
+                last = followed.pending[-1]
+                calls += [(followed, flush, wants and flush is last) for flush in followed.pending]
                 followed.dirty = False
-                batch.append((followed, deltas, wants, outcome))
-        return batch
+            elif wants or followed.dirty:
+                calls.append((followed, None, wants))
+                followed.dirty = False
+        return calls
 
-    def _keep(self, followed: _Followed, deltas: Deltas, outcome: str) -> None:
-        """Keep what a failed flush did not deliver, for the next one."""
-        carry = followed.carry
-        followed.carry = Deltas(
-            carry.successes + deltas.successes,
-            carry.failures + deltas.failures,
-            carry.rejections + deltas.rejections,
-        )
-        followed.outcome = followed.outcome or outcome
-        followed.dirty = True
-
-    def _args(self, followed: _Followed, deltas: Deltas, wants: bool, outcome: str) -> list[Any]:
+    def _args(self, followed: _Followed, flush: _Flush | None, wants: bool) -> list[Any]:
         options = followed.breaker.options
+        deltas = flush.deltas if flush is not None else Deltas(0, 0, 0)
         return script_args(
             process_id=self.process_id,
             successes=deltas.successes,
             failures=deltas.failures,
             rejections=deltas.rejections,
             want_trial=wants,
-            trial_outcome=outcome,
+            trial_outcome=flush.outcome if flush is not None else "",
             window_ms=round(options.rolling_count_timeout * 1000),
             buckets=options.rolling_count_buckets,
             threshold_pct=options.error_threshold_percentage,
@@ -321,6 +337,7 @@ class RedisCoordinator:
             max_trials=options.half_open_max_calls,
             channel=self._channel,
             name=followed.breaker.name,
+            sequence=flush.sequence if flush is not None else 0,
         )
 
     def _apply(self, breaker: CircuitBreaker, reply: FleetReply) -> None:

@@ -544,7 +544,8 @@ def test_script_args_are_in_the_script_s_order_and_text_is_bytes() -> None:
         reset_ms=30_000, lease_ms=11_000, max_trials=2, channel="ch", name="Auth",
     )  # fmt: skip
     assert args == [
-        b"p\xed\xb2\x80", 1, 2, 3, 1, b"ok", 10_000, 10, 50.0, 10, 30_000, 11_000, 2, b"ch", b"Auth"
+        b"p\xed\xb2\x80", 1, 2, 3, 1, b"ok", 10_000, 10, 50.0, 10, 30_000, 11_000, 2, b"ch",
+        b"Auth", 0,
     ]  # fmt: skip
 
 
@@ -599,3 +600,30 @@ def test_a_malformed_message_parses_as_none(data: object) -> None:
 
 def test_a_message_keeps_colons_in_the_name() -> None:
     assert parse_message(b"closed:12:a:b:") == FleetMessage("closed", 12, "a:b:")
+
+
+def test_a_flush_sent_again_with_its_number_is_counted_once(redis_url: str) -> None:
+    """A flush whose answer was lost is sent again as it was: the fleet takes it once."""
+    from fastapi_breaker._redis_script import sequence_key_for
+
+    client = redis.Redis.from_url(redis_url)
+    client.script_load(SCRIPT)
+
+    def flush(pid: str, **change: Any) -> None:
+        keys = (*KEYS, sequence_key_for(NAMESPACE, "AuthService", pid))
+        client.evalsha(SCRIPT_SHA, 3, *keys, *script_args(**arguments(process_id=pid, **change)))
+
+    def window() -> tuple[int, int]:
+        raw = client.get(KEYS[0]) or b""
+        buckets = [struct.unpack_from("<qIII", raw, at) for at in range(0, len(raw), 20)]
+        return sum(b[1] for b in buckets), sum(b[2] for b in buckets)
+
+    for _ in range(3):  # the same flush three times: its answer was lost twice
+        flush("p1", successes=3, failures=1, sequence=1)
+    flush("p1", successes=2, sequence=2)
+    assert window() == (5, 1)
+    flush("p1", successes=7, sequence=1)  # an old number, late: nothing
+    assert window() == (5, 1)
+    flush("p2", successes=4, sequence=1)  # another process's numbers are its own
+    assert window() == (9, 1)
+    client.close()
