@@ -166,8 +166,8 @@ class RedisCoordinator:
     # ------------------------------------------------------------------ the seam
 
     def attach(self, breaker: CircuitBreaker) -> None:
-        link = breaker.core.link_fleet()
-        link.healthy = self._tasks != [] and not self.degraded
+        # Not healthy until the fleet's first answer about it: read at the next flush.
+        breaker.core.link_fleet()
         window, state = keys_for(self.namespace, breaker.name)
         sequence = sequence_key_for(self.namespace, breaker.name, self.process_id)
         self._followed[breaker.name] = _Followed(breaker, (window, state, sequence))
@@ -341,6 +341,14 @@ class RedisCoordinator:
         )
 
     def _apply(self, breaker: CircuitBreaker, reply: FleetReply) -> None:
+        if reply.repaired:
+            logger.warning(
+                "fleet coordinator %r: malformed values in the fleet keys of %r were deleted",
+                self.namespace,
+                breaker.name,
+            )
+        if not self.degraded:
+            breaker.core.fleet_health(True)  # the fleet has answered about this breaker
         now = breaker.clock()
         until = now + reply.remaining_ms / 1000
         moves: list[str] = []

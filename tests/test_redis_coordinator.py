@@ -213,3 +213,30 @@ def test_a_handler_may_subscribe_to_the_coordinators_events() -> None:
     breaker = CircuitBreaker(name="svc")
     breaker.on("coordinator_degraded", print).on("coordinator_recovered", print)
     assert {"coordinator_degraded", "coordinator_recovered"} <= breaker.listening
+
+
+async def test_a_breaker_made_before_the_start_follows_the_fleet_once_it_answers(
+    redis_url: str,
+) -> None:
+    coordinator = RedisCoordinator(redis_url, namespace="tests", flush_interval=FLUSH)
+    registry = BreakerRegistry(OPTIONS, coordinator=coordinator)
+    early = registry.get("svc")  # made before the coordinator starts
+    assert early.fleet_state is None
+    async with registry:
+        await eventually(lambda: early.fleet_state is State.CLOSED)
+
+
+async def test_garbage_found_is_logged_and_the_fleet_carries_on(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi_breaker._redis_script import keys_for
+
+    client = redis.Redis.from_url(redis_url)
+    client.set(keys_for("tests", "svc")[1], b"not a hash")
+    async with fleet(redis_url, 1, reset_timeout=30.0) as (breaker,):
+        await eventually(lambda: breaker.fleet_state is State.CLOSED)
+    client.close()
+    assert any(
+        "malformed values in the fleet keys of 'svc' were deleted" in record.getMessage()
+        for record in caplog.records
+    )
