@@ -86,7 +86,7 @@ class _Flush:
 class _Followed:
     """A breaker the coordinator follows, and what it still has to tell the fleet."""
 
-    __slots__ = ("active", "breaker", "dirty", "keys", "pending", "sequence")
+    __slots__ = ("active", "breaker", "dirty", "keys", "pending", "quiet", "sent", "sequence")
 
     def __init__(self, breaker: CircuitBreaker, keys: tuple[str, str, str]) -> None:
         self.breaker = breaker
@@ -95,6 +95,10 @@ class _Followed:
         self.sequence = 0
         self.dirty = True  # read the fleet's state at the next flush
         self.active = -math.inf  # when it last had something to send (the breaker's clock)
+        self.sent = -math.inf  # when the fleet last heard from it (the breaker's clock)
+        # Successes and rejections drained but not yet sent: they cannot open the fleet, so they
+        # wait for the next failure, or for `repair_interval`, to go with it.
+        self.quiet = Deltas(0, 0, 0)
 
 
 # One call of the script: a breaker, the flush it carries (None: a read), whether it asks for
@@ -112,8 +116,11 @@ class RedisCoordinator:
     - `flush_interval`: seconds between two flushes (0.1). A fleet open reaches every process
       with traffic within it.
     - `timeout`: seconds a Redis command may take before the coordinator gives up on it (0.25).
-    - `repair_interval`: seconds between two reads of the fleet's state of breakers that are
-      open or half-open here, in case a published transition was lost (1.0).
+    - `repair_interval`: seconds between two reads of the fleet's state of a breaker that has not
+      heard from the fleet meanwhile and is open, half-open or recently used, in case a published
+      transition was lost (1.0). Also the longest a breaker whose calls all succeeded (or were
+      refused) waits to report them: they cannot open the fleet, so they go with the next
+      failure, or after this long.
     - `client`: a `redis.asyncio.Redis` to use instead of one made from `url`.
     """
 
@@ -207,7 +214,7 @@ class RedisCoordinator:
                 await task
         # What was counted since the last flush, if Redis answers promptly.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), self.timeout)
+            await asyncio.wait_for(self.flush(everything=True), self.timeout)
         if self._own_client and self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -232,10 +239,13 @@ class RedisCoordinator:
         self._backoff = min(self._backoff * 2, _BACKOFF_MOST)
         return pause
 
-    async def flush(self) -> None:
-        """Send what the breakers counted and read what the fleet decided; never raises."""
+    async def flush(self, *, everything: bool = False) -> None:
+        """Send what the breakers counted and read what the fleet decided; never raises.
+
+        Successes wait for a failure or for `repair_interval` unless `everything` is sent.
+        """
         try:
-            await self._exchange()
+            await self._exchange(everything)
         except (RedisError, OSError, TimeoutError, ValueError) as exc:
             self._lost(exc)
         except asyncio.CancelledError:
@@ -244,11 +254,11 @@ class RedisCoordinator:
             logger.exception("fleet coordinator %r: unexpected error", self.namespace)
             self._lost(exc)
 
-    async def _exchange(self) -> None:
+    async def _exchange(self, everything: bool) -> None:
         client = self._client
         if client is None:
             return
-        calls = self._collect()
+        calls = self._collect(everything)
         if not calls:
             if self.degraded:
                 await client.ping()  # find out whether Redis is back
@@ -294,17 +304,29 @@ class RedisCoordinator:
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _collect(self) -> list[_Call]:
+    def _collect(self, everything: bool) -> list[_Call]:
         calls: list[_Call] = []
         for followed in list(self._followed.values()):
             breaker = followed.breaker
             now = breaker.clock()
             deltas, wants, outcome = breaker.core.drain(now)
+            if deltas or wants or outcome:
+                followed.active = now
+            if deltas or followed.quiet:
+                quiet = followed.quiet
+                deltas = Deltas(
+                    deltas.successes + quiet.successes,
+                    deltas.failures,
+                    deltas.rejections + quiet.rejections,
+                )
+                urgent = everything or deltas.failures or outcome or wants or followed.dirty
+                if not urgent and now - followed.sent < self.repair_interval:
+                    followed.quiet, deltas = deltas, Deltas(0, 0, 0)
+                else:
+                    followed.quiet = Deltas(0, 0, 0)
             if deltas or outcome:
                 followed.sequence += 1
                 followed.pending.append(_Flush(followed.sequence, deltas, outcome, now))
-            if deltas or wants or outcome:
-                followed.active = now
             # Counts older than the window would land in the fleet's current bucket: a flush
             # that could not go for that long is dropped (its trial outcome is long moot too).
             window = breaker.options.rolling_count_timeout
@@ -312,10 +334,12 @@ class RedisCoordinator:
             if followed.pending:
                 last = followed.pending[-1]
                 calls += [(followed, flush, wants and flush is last) for flush in followed.pending]
-                followed.dirty = False
             elif wants or followed.dirty:
                 calls.append((followed, None, wants))
-                followed.dirty = False
+            else:
+                continue
+            followed.dirty = False
+            followed.sent = now
         return calls
 
     def _args(self, followed: _Followed, flush: _Flush | None, wants: bool) -> list[Any]:
@@ -433,7 +457,10 @@ class RedisCoordinator:
         for followed in list(self._followed.values()):
             breaker = followed.breaker
             link = breaker.core.fleet
-            recent = breaker.clock() - followed.active < breaker.options.rolling_count_timeout
+            now = breaker.clock()
+            if now - followed.sent < self.repair_interval and not everything:
+                continue  # it heard from the fleet lately: its flushes' answers are news enough
+            recent = now - followed.active < breaker.options.rolling_count_timeout
             if link is not None and (
                 everything or recent or link.held or link.state not in (None, "closed")
             ):

@@ -240,3 +240,32 @@ async def test_garbage_found_is_logged_and_the_fleet_carries_on(
         "malformed values in the fleet keys of 'svc' were deleted" in record.getMessage()
         for record in caplog.records
     )
+
+
+async def test_successes_wait_for_a_failure_or_a_second_and_a_failure_goes_at_once(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.config_resetstat()
+    async with fleet(redis_url, 1, reset_timeout=30.0) as (breaker,):
+        await eventually(lambda: breaker.fleet_state is State.CLOSED)
+        client.config_resetstat()
+        started = time.monotonic()
+        calls = 0
+        while time.monotonic() - started < 2.0:
+            for _ in range(10):
+                await breaker.call(ok)
+                calls += 1
+            await asyncio.sleep(0.01)
+        scripts = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        # About one report a second of all those successes, not one per 50 ms flush.
+        assert scripts <= 3, (scripts, calls)
+        assert calls >= 1000
+        with pytest.raises(Boom):
+            await breaker.call(fail)
+        sent_at = time.monotonic()
+        await eventually(
+            lambda: client.info("commandstats")["cmdstat_evalsha"]["calls"] > scripts, 1.0
+        )
+        assert time.monotonic() - sent_at < 3 * FLUSH  # the failure went with the next flush
+    client.close()
