@@ -8,9 +8,10 @@ Every call to the Auth Service goes through `AsyncBreakerTransport`, so the brea
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -20,7 +21,16 @@ from fastapi_breaker.fastapi import CIRCUIT_OPEN_RESPONSE, get_breaker, setup_br
 from fastapi_breaker.health import health_router
 from fastapi_breaker.httpx import AsyncBreakerTransport
 
-__all__ = ["AUTH_SERVICE_LIMITS", "AuthSettings", "create_user_app"]
+if TYPE_CHECKING:  # imported when used: without Redis the example needs no redis-py
+    from fastapi_breaker.redis import RedisCoordinator
+
+__all__ = [
+    "AUTH_SERVICE_LIMITS",
+    "DEFAULT_NAMESPACE",
+    "AuthSettings",
+    "coordinator_from_env",
+    "create_user_app",
+]
 
 # The connection pool to the Auth Service: at most 10 connections, and all of them kept alive.
 # httpcore (1.0.9) closes an idle connection whenever the pool holds more connections in all
@@ -47,21 +57,42 @@ class AuthSettings:
         )
 
 
+# The User Service's name in Redis when FASTAPI_BREAKER_REDIS_NAMESPACE is not set.
+DEFAULT_NAMESPACE = "user-service"
+
+
+def coordinator_from_env(environ: Mapping[str, str] = os.environ) -> RedisCoordinator | None:
+    """A `RedisCoordinator` when FASTAPI_BREAKER_REDIS_URL is set, else None (local breakers)."""
+    url = environ.get("FASTAPI_BREAKER_REDIS_URL")
+    if not url:
+        return None
+    from fastapi_breaker.redis import RedisCoordinator
+
+    namespace = environ.get("FASTAPI_BREAKER_REDIS_NAMESPACE") or DEFAULT_NAMESPACE
+    return RedisCoordinator(url, namespace=namespace)
+
+
 def create_user_app(
     auth_url: str,
     settings: AuthSettings | None = None,
     *,
     clock: Clock | None = None,
     http_timeout: float = 5.0,
+    coordinator: RedisCoordinator | None = None,
 ) -> FastAPI:
     """The User Service, calling the Auth Service at `auth_url`.
 
     `http_timeout`: httpx's own limit on each phase of a request (connect, write, read, and the
     wait for a pooled connection); the breaker's `settings.timeout` bounds the whole call.
+    `coordinator`: shares the breaker with the other processes of the fleet (the lifespan that
+    `setup_breakers` installs starts and stops it).
     """
     settings = settings or AuthSettings()
     registry = BreakerRegistry(
-        breakers={"AuthService": dataclasses.asdict(settings)}, strict=True, clock=clock
+        breakers={"AuthService": dataclasses.asdict(settings)},
+        strict=True,
+        clock=clock,
+        coordinator=coordinator,
     )
 
     @asynccontextmanager
