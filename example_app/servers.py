@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
-__all__ = ["LoopbackServer"]
+__all__ = ["LoopbackServer", "free_port"]
 
 _START_POLLS = 500  # x 10 ms: a server that has not started in 5 s is broken
 
@@ -16,7 +17,7 @@ _START_POLLS = 500  # x 10 ms: a server that has not started in 5 s is broken
 class LoopbackServer:
     """One uvicorn server on 127.0.0.1. `port=0` picks a free port; `port` tells which."""
 
-    def __init__(self, app: FastAPI, port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, port: int = 0) -> None:
         self.app = app
         self.port = port
         self._server: uvicorn.Server | None = None
@@ -55,3 +56,11 @@ class LoopbackServer:
         self._server.should_exit = True
         await self._task
         self._server = self._task = None
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server in another process (port 0 would not tell us)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
