@@ -187,13 +187,18 @@ class Transitions:
         - "close": the fleet closed: a breaker the fleet held open closes, a local open stays.
 
         A breaker forced open by hand stays so, and a fleet trial running here is left to end:
-        its outcome is what the fleet waits for.
+        its outcome is what the fleet waits for. A trial granted here but never started gives
+        way to what the fleet says next.
         """
         fleet = self.fleet
         if fleet is None:
             return
         fleet.state = {"open": "open", "close": "closed"}.get(verdict, "half_open")
-        running_trial = fleet.trial and self.state is State.HALF_OPEN
+        # A trial that has started here is left to end: its outcome is what the fleet waits
+        # for. One granted but not started (no call came before the lease ran out) yields.
+        running_trial = (
+            fleet.trial and self.state is State.HALF_OPEN and self._trials().admitted > 0
+        )
         if self._forced or (running_trial and verdict != "close"):
             return
         if verdict == "close":
@@ -204,6 +209,7 @@ class Transitions:
             self._become(State.HALF_OPEN, now, moves)
             fleet.trial = fleet.held = True
         else:
+            fleet.trial = False  # a trial granted but never started: its lease is gone
             if self.state is not State.OPEN:
                 self._become(State.OPEN, now, moves)
             self.opened_until = until

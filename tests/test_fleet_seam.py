@@ -138,3 +138,33 @@ async def test_a_breaker_forced_open_by_hand_ignores_the_fleet() -> None:
     assert follow(breaker, "trial") == []
     assert breaker.state is State.OPEN
     assert breaker.forced_open
+
+
+async def test_a_trial_granted_but_never_started_gives_way_to_the_fleet() -> None:
+    # Granted the trial, this process got no call before its lease ran out; another process
+    # took the lease, its trial failed, and the fleet opened again.
+    clock = FakeClock()
+    breaker = linked(clock)
+    follow(breaker, "open", until=clock() + 5.0)
+    clock.advance(5.0)
+    follow(breaker, "trial")
+    assert breaker.state is State.HALF_OPEN
+    clock.advance(2.0)
+    assert follow(breaker, "open", until=clock() + 5.0) == ["open"]
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(ok)  # no stale trial in the new period
+    assert breaker.core.drain(clock())[2] == ""  # and no outcome to report for it
+
+
+async def test_a_trial_that_started_here_is_left_to_end() -> None:
+    clock = FakeClock()
+    breaker = linked(clock)
+    follow(breaker, "open", until=clock() + 5.0)
+    clock.advance(5.0)
+    follow(breaker, "trial")
+    attempt = breaker.begin()  # the trial starts
+    assert follow(breaker, "open", until=clock() + 5.0) == []
+    assert breaker.state is State.HALF_OPEN
+    attempt.succeeded()
+    assert breaker.state is State.CLOSED
+    assert breaker.core.drain(clock())[2] == "ok"
