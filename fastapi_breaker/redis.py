@@ -68,6 +68,10 @@ logger = logging.getLogger("fastapi_breaker")
 # process may take it: a trial that ends right at its limit is still reported in time.
 LEASE_MARGIN = 1.0
 _BACKOFF_FIRST, _BACKOFF_MOST = 0.1, 5.0
+# A breaker whose calls all succeeded (or were refused) reports them every this many flushes:
+# a process's unreported successes are missing from the fleet's error rate, so they must not
+# wait long; every second flush halves the commands of a healthy breaker.
+_QUIET_FLUSHES = 2
 
 
 class _Flush:
@@ -86,7 +90,18 @@ class _Flush:
 class _Followed:
     """A breaker the coordinator follows, and what it still has to tell the fleet."""
 
-    __slots__ = ("active", "breaker", "dirty", "keys", "pending", "quiet", "sent", "sequence")
+    __slots__ = (
+        "active",
+        "breaker",
+        "dirty",
+        "generation",
+        "kept_open_until",
+        "keys",
+        "pending",
+        "quiet",
+        "sent",
+        "sequence",
+    )
 
     def __init__(self, breaker: CircuitBreaker, keys: tuple[str, str, str]) -> None:
         self.breaker = breaker
@@ -96,9 +111,12 @@ class _Followed:
         self.dirty = True  # read the fleet's state at the next flush
         self.active = -math.inf  # when it last had something to send (the breaker's clock)
         self.sent = -math.inf  # when the fleet last heard from it (the breaker's clock)
-        # Successes and rejections drained but not yet sent: they cannot open the fleet, so they
-        # wait for the next failure, or for `repair_interval`, to go with it.
+        # Successes and rejections drained but not yet sent: they wait one flush for a failure
+        # to go with, at most (see _QUIET_FLUSHES).
         self.quiet = Deltas(0, 0, 0)
+        self.generation = 0  # the fleet's, as last answered: it only grows, unless Redis lost it
+        # A fleet open known here, kept until its deadline after Redis lost the fleet's state.
+        self.kept_open_until = -math.inf
 
 
 # One call of the script: a breaker, the flush it carries (None: a read), whether it asks for
@@ -118,9 +136,10 @@ class RedisCoordinator:
     - `timeout`: seconds a Redis command may take before the coordinator gives up on it (0.25).
     - `repair_interval`: seconds between two reads of the fleet's state of a breaker that has not
       heard from the fleet meanwhile and is open, half-open or recently used, in case a published
-      transition was lost (1.0). Also the longest a breaker whose calls all succeeded (or were
-      refused) waits to report them: they cannot open the fleet, so they go with the next
-      failure, or after this long.
+      transition was lost (1.0).
+
+    A breaker whose calls all succeeded (or were refused) reports them every second flush; a
+    failure, a trial's outcome or a wish for the trial goes at the next one, with everything.
     - `client`: a `redis.asyncio.Redis` to use instead of one made from `url`.
     """
 
@@ -242,7 +261,7 @@ class RedisCoordinator:
     async def flush(self, *, everything: bool = False) -> None:
         """Send what the breakers counted and read what the fleet decided; never raises.
 
-        Successes wait for a failure or for `repair_interval` unless `everything` is sent.
+        Successes may wait one flush for a failure to go with, unless `everything` is sent.
         """
         try:
             await self._exchange(everything)
@@ -267,13 +286,14 @@ class RedisCoordinator:
         if self._sha is None:
             self._sha = await client.script_load(SCRIPT)
         replies = await self._run(client, calls)
-        if self.degraded:
+        failed = next((raw for raw in replies if isinstance(raw, Exception)), None)
+        if failed is None and self.degraded:
+            # Recovered only when every call was answered: a Redis that answers errors (a
+            # read-only replica, a user without a permission) is still an outage.
             self._recovered()
-        failed: BaseException | None = None
         for (followed, flush, _), raw in zip(calls, replies, strict=True):
             if isinstance(raw, Exception):
-                failed = raw  # that flush stays pending, and goes again
-                continue
+                continue  # that flush stays pending, and goes again
             if flush is not None:
                 followed.pending.remove(flush)
             reply = parse_reply(raw)
@@ -284,7 +304,7 @@ class RedisCoordinator:
                     followed.breaker.name,
                 )
                 continue
-            self._apply(followed.breaker, reply)
+            self._apply(followed, reply)
         if failed is not None:
             raise failed
 
@@ -320,7 +340,7 @@ class RedisCoordinator:
                     deltas.rejections + quiet.rejections,
                 )
                 urgent = everything or deltas.failures or outcome or wants or followed.dirty
-                if not urgent and now - followed.sent < self.repair_interval:
+                if not urgent and now - followed.sent < _QUIET_FLUSHES * self.flush_interval:
                     followed.quiet, deltas = deltas, Deltas(0, 0, 0)
                 else:
                     followed.quiet = Deltas(0, 0, 0)
@@ -364,7 +384,8 @@ class RedisCoordinator:
             sequence=flush.sequence if flush is not None else 0,
         )
 
-    def _apply(self, breaker: CircuitBreaker, reply: FleetReply) -> None:
+    def _apply(self, followed: _Followed, reply: FleetReply) -> None:
+        breaker = followed.breaker
         if reply.repaired:
             logger.warning(
                 "fleet coordinator %r: malformed values in the fleet keys of %r were deleted",
@@ -386,7 +407,15 @@ class RedisCoordinator:
             return  # our trial runs: its outcome is what the fleet waits for
         else:
             verdict = "wait"
-        breaker.core.follow(verdict, now, until, moves)
+        core = breaker.core
+        if reply.generation < followed.generation and core.fleet and core.fleet.held:
+            # The fleet's state went back: Redis restarted empty, or lost the key. A fleet open
+            # known here still holds until its deadline, as during an outage.
+            followed.kept_open_until = core.opened_until
+        followed.generation = reply.generation
+        if verdict == "close" and now < followed.kept_open_until:
+            return
+        core.follow(verdict, now, until, moves)
         breaker.announce(moves)
 
     # ------------------------------------------------------------------ health of the link
