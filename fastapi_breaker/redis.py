@@ -158,7 +158,9 @@ class RedisCoordinator:
         if url is not None and (
             not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
         ):
-            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {url!r}")
+            # Not the URL itself: it may hold a password.
+            scheme = url.split(":", 1)[0] if isinstance(url, str) else type(url).__name__
+            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {scheme!r}")
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
         for field, value in (

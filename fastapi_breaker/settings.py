@@ -392,6 +392,7 @@ def registry_from_settings(
         # A secrets directory that cannot be read, say; the cause holds the reader's own words.
         cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
         raise BreakerSettingsError(f"invalid circuit breaker settings: {exc}{cause}") from exc
+    coordinator = _coordinator(settings.redis_url, settings.redis_namespace)
     try:
         return BreakerRegistry(
             # Only the keys that were set, so that BreakerOptions stays the one source of
@@ -404,7 +405,7 @@ def registry_from_settings(
             strict=settings.strict,
             clock=clock,
             max_breakers=settings.max_breakers,
-            coordinator=_coordinator(settings.redis_url, settings.redis_namespace),
+            coordinator=coordinator,
         )
     except ValueError as exc:
         # What needs several options together (the bucket width) or the names (max_breakers).
@@ -439,7 +440,9 @@ def _describe(exc: ValidationError) -> str:
         loc = error["loc"]
         where = ".".join(str(part) for part in loc) or "settings"
         line = f"  {where}: {error['msg']}"
-        if error["type"] != "breaker_name":  # its input is the whole mapping of breakers
+        if loc and loc[0] == "redis_url":
+            pass  # a URL may hold a password: never echoed
+        elif error["type"] != "breaker_name":  # its input is the whole mapping of breakers
             line += f" (got {shown(error['input'])})"
         if error["type"] == "extra_forbidden":
             # Most likely a typo: say what would have worked.

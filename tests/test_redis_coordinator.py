@@ -336,3 +336,9 @@ async def test_a_known_fleet_open_holds_after_redis_restarts_empty(
         with pytest.raises(CircuitOpenError) as refused:
             await a.call(ok)
         assert refused.value.retry_after > 20.0  # the deadline known before the restart
+
+
+def test_a_bad_url_is_refused_without_echoing_its_password() -> None:
+    with pytest.raises(ValueError, match=r"got 'http'$") as refused:
+        RedisCoordinator("http://app:s3cret@redis:6379", namespace="x")
+    assert "s3cret" not in str(refused.value)

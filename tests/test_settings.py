@@ -654,3 +654,16 @@ def test_redis_settings_must_come_together_and_be_well_formed(
 
 def test_without_a_redis_url_there_is_no_coordinator() -> None:
     assert registry_from_settings({}).coordinator is None
+
+
+def test_a_bad_redis_url_is_refused_without_echoing_its_password() -> None:
+    with pytest.raises(BreakerSettingsError) as refused:
+        registry_from_settings({"redis_url": "http://app:s3cret@redis", "redis_namespace": "x"})
+    assert "redis_url" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_a_lone_redis_url_is_refused_with_one_prefix() -> None:
+    with pytest.raises(BreakerSettingsError) as refused:
+        registry_from_settings({"redis_url": "redis://127.0.0.1:6379/0"})
+    assert str(refused.value).count("invalid circuit breaker settings") == 1
