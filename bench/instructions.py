@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -52,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,15 @@ from bench.processes import ROOT, UvicornProcess, free_port
 from bench.report import machine, save
 from bench.wrk import find_or_install
 
-__all__ = ["Server", "count_instructions", "main", "make_refused_app", "readme_source"]
+__all__ = [
+    "CallgrindWorker",
+    "Server",
+    "callgrind_worker",
+    "count_instructions",
+    "main",
+    "make_refused_app",
+    "readme_source",
+]
 
 _READY_POLLS = 240  # x 0.5 s
 _WARMUP = 100
@@ -282,51 +292,81 @@ def _in_process_worker() -> None:
     asyncio.run(serve())
 
 
-def count_in_process(variant: str, requests: int, valgrind: str) -> float:
-    """Instructions per refused `/login` of `variant`, the app called directly (no server)."""
-    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
-        out = Path(folder) / "callgrind.out"
-        code = "from bench.instructions import _in_process_worker as w; w()"
+class CallgrindWorker:
+    """`python -c code` under callgrind with counting off, spoken to line by line over its
+    stdin and stdout, so that the parent switches counting on for exactly what it asks for.
+    Made by `callgrind_worker()`, which also kills it if it is still running."""
+
+    def __init__(self, valgrind: str, code: str, env: dict[str, str], folder: Path) -> None:
+        self.out = folder / "callgrind.out"
+        self.log = folder / "worker.log"  # valgrind's banner, and the traceback if it fails
         argv = [
-            valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={self.out}",
             sys.executable, "-c", code,
         ]  # fmt: skip
-        env = {**os.environ, "BENCH_REFUSED_VARIANT": variant}
-        log = Path(folder) / "worker.log"  # valgrind's banner, and the traceback if it fails
-        with log.open("w") as errors:
-            worker = subprocess.Popen(
+        with self.log.open("w") as errors:
+            self.process = subprocess.Popen(
                 argv, env=env, cwd=ROOT, text=True,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
             )  # fmt: skip
-        assert worker.stdin is not None
-        assert worker.stdout is not None
 
-        def failed(what: str) -> SystemExit:
-            return SystemExit(f"the in-process {variant} worker {what}:\n{log.read_text()[-2000:]}")
+    def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{line}\n")
+        self.process.stdin.flush()
 
-        def control(*words: str) -> None:
-            subprocess.run(
-                ["callgrind_control", *words, str(worker.pid)], check=True, capture_output=True
-            )
+    def hear(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
 
+    def control(self, *words: str) -> None:
+        """callgrind_control: `--instr=on`, `--instr=off`, `--dump` (to out.1, out.2, ...)."""
+        subprocess.run(
+            ["callgrind_control", *words, str(self.process.pid)], check=True, capture_output=True
+        )
+
+    def counted(self, dump: int) -> int:
+        """Instructions in the `dump`-th dump: what was counted since the one before."""
+        return _totals(Path(f"{self.out}.{dump}"))["Ir"]
+
+    def failed(self, what: str) -> SystemExit:
+        return SystemExit(f"{what}:\n{self.log.read_text()[-2000:]}")
+
+    def finish(self) -> None:
+        """Close its stdin and wait for it to exit."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        if self.process.wait(timeout=120):
+            raise self.failed(f"the worker exited with {self.process.returncode}")
+
+
+@contextlib.contextmanager
+def callgrind_worker(valgrind: str, code: str, env: dict[str, str]) -> Iterator[CallgrindWorker]:
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
+        worker = CallgrindWorker(valgrind, code, env, Path(folder))
         try:
-            if worker.stdout.readline().strip() != "ready":
-                raise failed("did not start")
-            control("--instr=on")
-            worker.stdin.write(f"{requests}\n")
-            worker.stdin.flush()
-            if worker.stdout.readline().strip() != "done":
-                raise failed("failed")
-            control("--instr=off")
-            control("--dump")
-            worker.stdin.close()
-            if worker.wait(timeout=120):
-                raise failed(f"exited with {worker.returncode}")
+            yield worker
         finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-        dumps = sorted(Path(folder).glob("callgrind.out*"))
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait()
+
+
+def count_in_process(variant: str, requests: int, valgrind: str) -> float:
+    """Instructions per refused `/login` of `variant`, the app called directly (no server)."""
+    code = "from bench.instructions import _in_process_worker as w; w()"
+    env = {**os.environ, "BENCH_REFUSED_VARIANT": variant}
+    with callgrind_worker(valgrind, code, env) as worker:
+        if worker.hear() != "ready":
+            raise worker.failed(f"the in-process {variant} worker did not start")
+        worker.control("--instr=on")
+        worker.say(str(requests))
+        if worker.hear() != "done":
+            raise worker.failed(f"the in-process {variant} worker failed")
+        worker.control("--instr=off")
+        worker.control("--dump")
+        worker.finish()
+        dumps = sorted(worker.out.parent.glob("callgrind.out*"))
         return max(_totals(dump).get("Ir", 0) for dump in dumps) / requests
 
 
