@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import functools
 import math
 import multiprocessing
@@ -776,6 +777,60 @@ def script(server: RedisServer, client: redis.Redis, calls: int) -> dict[str, An
     return found
 
 
+# ----------------------------------------------------------------------------- the watchdog
+
+# Seconds a section may take, several times what it takes here: past them it hangs.
+BUDGETS = {
+    "overhead": 300,
+    "instructions": 600,
+    "commands": 120,
+    "propagation": 600,
+    "idle": 180,
+    "script": 300,
+}
+
+
+class Watchdog:
+    """Ends a section that hangs (a coordinator that never stops, say): past its budget it
+    prints the stack of every task of the section's event loop and of every thread, kills
+    the server and the spawned processes, and exits 3. A run is bounded whatever happens."""
+
+    def __init__(self, section: str, seconds: float, server: RedisServer) -> None:
+        self.section = section
+        self.seconds = seconds
+        self.server = server
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def run(self, coroutine: Awaitable[Any]) -> Any:
+        """asyncio.run(coroutine), its loop kept for `_fire` to show."""
+
+        async def watched() -> Any:
+            self.loop = asyncio.get_running_loop()
+            return await coroutine
+
+        return asyncio.run(watched())
+
+    def _fire(self) -> None:
+        print(f"\n{self.section} did not finish in {self.seconds} s", file=sys.stderr)
+        if self.loop is not None:
+            for task in asyncio.all_tasks(self.loop):
+                task.print_stack(file=sys.stderr)
+        faulthandler.dump_traceback(all_threads=True)
+        for child in multiprocessing.active_children():
+            child.kill()
+        self.server.kill()
+        os._exit(3)
+
+
 # ------------------------------------------------------------------------------ the report
 
 
@@ -933,18 +988,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{section} ...", file=sys.stderr, flush=True)
             server.make_ready()
             client.config_resetstat()
-            if section == "overhead":
-                report[section] = asyncio.run(overhead(server, client, args.rounds))
-            elif section == "instructions":
-                report[section] = instructions(args.counted, server.url)
-            elif section == "commands":
-                report[section] = asyncio.run(commands(server, client, args.seconds))
-            elif section == "propagation":
-                report[section] = propagation(server, args.openings)
-            elif section == "idle":
-                report[section] = asyncio.run(idle(server, client, args.seconds))
-            else:
-                report[section] = script(server, client, args.script_calls)
+            with Watchdog(section, BUDGETS[section], server) as watchdog:
+                if section == "overhead":
+                    found = watchdog.run(overhead(server, client, args.rounds))
+                elif section == "instructions":
+                    found = instructions(args.counted, server.url)
+                elif section == "commands":
+                    found = watchdog.run(commands(server, client, args.seconds))
+                elif section == "propagation":
+                    found = propagation(server, args.openings)
+                elif section == "idle":
+                    found = watchdog.run(idle(server, client, args.seconds))
+                else:
+                    found = script(server, client, args.script_calls)
+            report[section] = found
     report["verdicts"] = verdicts(report)
     run.finish("fleet", report, render)
     return 0
