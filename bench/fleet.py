@@ -70,7 +70,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -194,6 +194,31 @@ async def paced(
 
 # ---------------------------------------------------------------------------------- Redis
 
+# Stops of a coordinator that did not return within STOP_WITHIN: `coordinator.stop()` once hung
+# for ever here, its flush task cancelled but never done. A section's figures are taken before
+# the stop, so the run goes on, and the report says how often it happened.
+STOP_WITHIN = 5.0
+stops_given_up: list[str] = []
+
+
+@contextlib.asynccontextmanager
+async def running(registry: BreakerRegistry) -> AsyncIterator[BreakerRegistry]:
+    """`async with registry`, but a stop that outlasts STOP_WITHIN is given up on and noted."""
+    await registry.start()
+    try:
+        yield registry
+    finally:
+        began = time.monotonic()
+        # stop() may swallow this cancellation (it suppresses CancelledError around its tasks)
+        # and return: the time tells.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_WITHIN):
+                await registry.stop()
+        if time.monotonic() - began >= STOP_WITHIN:
+            stops_given_up.append(repr(registry.coordinator))
+            print(f"gave up on stopping {registry.coordinator!r}", file=sys.stderr, flush=True)
+        registry.shutdown()
+
 
 @contextlib.contextmanager
 def redis_server(path: str | None) -> Iterator[RedisServer]:
@@ -249,7 +274,8 @@ def ratio_interval(
 async def overhead(server: RedisServer, client: redis.Redis, rounds: int) -> dict[str, Any]:
     coordinator = RedisCoordinator(server.url, namespace="bench-overhead")
     plain_registry = BreakerRegistry(defaults={"timeout": None})
-    async with BreakerRegistry(defaults={"timeout": None}, coordinator=coordinator) as registry:
+    registry = BreakerRegistry(defaults={"timeout": None}, coordinator=coordinator)
+    async with running(registry):
         fleet, plain = registry.get("downstream"), plain_registry.get("downstream")
         loops = {"bare": bare, "plain": calling(plain), "fleet": calling(fleet)}
         samples = await interleaved(loops, 2_000, rounds)
@@ -326,7 +352,7 @@ async def _counted_phases(url: str, calls: int) -> None:
     await run(_PACED_PLAIN, {"paced-plain": lambda: paced([plain], 1_000, _PACED_SECONDS, action)})
     registry = BreakerRegistry(defaults={"timeout": None}, coordinator=coordinator)
     manual = BreakerRegistry(defaults={"timeout": None}, coordinator=by_hand)
-    async with registry, manual:
+    async with running(registry), running(manual):
         fleet, flushed = registry.get("downstream"), manual.get("downstream")
         loops = {"bare": bare, "plain": calling(plain), "fleet": calling(fleet)}
         for loop in loops.values():
@@ -389,7 +415,7 @@ async def commands(server: RedisServer, client: redis.Redis, seconds: float) -> 
     failure, which the fleet must hear at once)."""
     coordinator = RedisCoordinator(server.url, namespace="bench-commands")
     found = {}
-    async with BreakerRegistry(coordinator=coordinator) as registry:
+    async with running(registry := BreakerRegistry(coordinator=coordinator)):
         breaker = registry.get("downstream")
         await paced([breaker], 1_000, 1.0)  # warm-up: the script loaded, the first flushes
         for mix, action in (("all succeed", noop), ("1 in 100 fails", failing_every(100))):
@@ -436,7 +462,7 @@ async def _fleet_member(url: str, index: int, down: Any, stop: Any, events: Any)
         if down.value:
             raise Down
 
-    async with registry:
+    async with running(registry):
         breaker = registry.get("downstream")
         for name in ("open", "half_open", "close"):
             breaker.on(name, report)
@@ -588,7 +614,8 @@ async def idle(server: RedisServer, client: redis.Redis, seconds: float) -> dict
     namespace = "bench-idle"
     names = [f"downstream-{n}" for n in range(1_000)]
     coordinator = RedisCoordinator(server.url, namespace=namespace)
-    async with BreakerRegistry(max_breakers=len(names), coordinator=coordinator) as registry:
+    registry = BreakerRegistry(max_breakers=len(names), coordinator=coordinator)
+    async with running(registry):
         breakers = [registry.get(name) for name in names]
         for breaker in breakers:
             await breaker.call(noop)
@@ -966,6 +993,11 @@ def render(report: dict[str, Any]) -> str:
             f"{cpu['scripts_per_second_one_core']:,.0f} scripts/s on one core",
             f"  bytes: {s['bytes']}",
         ]
+    if report["stops_given_up"]:
+        lines.append(
+            f"\ncoordinator stops given up on after {STOP_WITHIN:.0f} s (they hung): "
+            f"{len(report['stops_given_up'])}"
+        )
     lines += verdict_lines(report["verdicts"])
     return "\n".join(lines)
 
@@ -1002,6 +1034,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     found = script(server, client, args.script_calls)
             report[section] = found
+    report["stops_given_up"] = stops_given_up
     report["verdicts"] = verdicts(report)
     run.finish("fleet", report, render)
     return 0
