@@ -230,12 +230,14 @@ class RedisCoordinator:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a shutdown must not hang on a background task. asyncio.wait() neither
+            # raises a task's cancellation nor swallows the caller's own.
+            await asyncio.wait(tasks, timeout=4 * self.timeout)
         # What was counted since the last flush, if Redis answers promptly.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(everything=True), self.timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout):
+                await self.flush(everything=True)
         if self._own_client and self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -246,8 +248,11 @@ class RedisCoordinator:
     async def _flushing(self) -> None:
         assert self._wake is not None
         while True:
+            # asyncio.timeout(), not wait_for(): on 3.11, wait_for() can lose the cancellation
+            # that stop() sends when the wait ends at the same moment, and never return.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._pause())
+                async with asyncio.timeout(self._pause()):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
 
@@ -297,7 +302,8 @@ class RedisCoordinator:
             if isinstance(raw, Exception):
                 continue  # that flush stays pending, and goes again
             if flush is not None:
-                followed.pending.remove(flush)
+                with contextlib.suppress(ValueError):  # a concurrent flush() took it first
+                    followed.pending.remove(flush)
             reply = parse_reply(raw)
             if reply is None:
                 logger.warning(

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import pytest
@@ -342,3 +342,23 @@ def test_a_bad_url_is_refused_without_echoing_its_password() -> None:
     with pytest.raises(ValueError, match=r"got 'http'$") as refused:
         RedisCoordinator("http://app:s3cret@redis:6379", namespace="x")
     assert "s3cret" not in str(refused.value)
+
+
+async def test_stop_returns_promptly_right_after_a_transition_woke_the_flusher(
+    redis_url: str,
+) -> None:
+    # A published transition wakes the background flush at the moment stop() cancels it: the
+    # stop must still end (it once waited for ever on that task).
+    coordinator = RedisCoordinator(
+        redis_url, namespace="tests", flush_interval=600.0, repair_interval=600.0
+    )
+    registry = BreakerRegistry({**OPTIONS, "volume_threshold": 0}, coordinator=coordinator)
+    async with asyncio.timeout(10.0):
+        async with registry:
+            breaker = registry.get("svc")
+            await asyncio.sleep(0.2)
+            for _ in range(20):
+                with suppress(Boom, CircuitOpenError):
+                    await breaker.call(fail)
+                await coordinator.flush()  # by hand, beside the background one
+            assert breaker.state is State.OPEN
