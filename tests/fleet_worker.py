@@ -21,23 +21,10 @@ class Down(Exception):
     """The downstream is down."""
 
 
-def run(
-    redis_url: str | None,
-    options: dict[str, Any],
-    received: Synchronized[int],
-    down: Synchronized[int],
-    stop: Any,
-    states: Any,
-    index: int,
-    rate: float,
-    flush_interval: float,
-    hits: Any = None,
-) -> None:
-    """The process's main: call until `stop` is set, putting (index, state, monotonic time)
-    on `states` at every change of the breaker's state."""
-    asyncio.run(
-        _main(redis_url, options, received, down, stop, states, index, rate, flush_interval, hits)
-    )
+def run(*args: Any) -> None:
+    """The process's main, with `_main`'s arguments: call until `stop` is set, putting
+    (index, state, monotonic time) on `states` at every change of the breaker's state."""
+    asyncio.run(_main(*args))
 
 
 async def _main(
