@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-all lint typecheck pytest docs demo demo-fleet run bench bench-engine bench-http bench-soak bench-scale bench-bounds bench-fleet clean
+.PHONY: test test-all test-integration lint typecheck pytest docs demo demo-fleet run bench bench-engine bench-http bench-soak bench-scale bench-bounds bench-fleet clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a stale venv cannot hide a missing dependency.
 # The package comes with its published extras; the tools come from the PEP 735 `dev` group, which
@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install -q -e '.[fastapi,httpx,redis]' --group dev
+	$(BIN)/python -m pip install -q -e '.[fastapi,httpx,redis,prometheus,otel]' --group dev
 	touch $@
 
 # The peers the benchmarks time, from the `bench` group, on top of the dev install.
@@ -26,6 +26,12 @@ test: lint typecheck pytest docs
 # Locally a missing interpreter is skipped with a message; under CI (CI set) it fails the run.
 test-all: $(VENV)/.installed-dev
 	$(BIN)/nox
+
+# Real outside programs, not part of `make test`: a Prometheus server scraping the example app,
+# promtool testing the shipped alert rules, and the dashboard in headless Chromium. The script
+# installs Debian's prometheus, chromium and chromium-driver when they are missing.
+test-integration: $(VENV)/.installed-dev
+	./integration/run
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
