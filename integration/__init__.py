@@ -1,0 +1,1 @@
+"""Checks against real outside programs, run by `make test-integration` (integration/run)."""
