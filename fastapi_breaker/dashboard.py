@@ -1,0 +1,397 @@
+"""A live view of the breakers: a Server-Sent Events stream and the page that draws it.
+
+`dashboard_router()` returns an `APIRouter` (prefix `/breakers` by default) that nothing mounts
+unless you include it:
+
+- `GET /breakers/events`: the events stream (`text/event-stream`). Each state change as it
+  happens (`event: state`), and every `interval` seconds one `event: snapshot` with every
+  breaker's state, error percentage, calls per second, latency percentiles and time to the next
+  trial. See docs/dashboard.md for the fields.
+- `GET /breakers/dashboard`: one HTML page, with its script and style sheet next to it, that
+  draws the stream. Everything is served from the package: no CDN, no build step.
+
+Each client has its own queue of at most `queue_size` events. A client that reads slower than
+events come loses the oldest queued ones, and each later snapshot says how many it lost, so a
+stuck browser tab costs a bounded amount of memory. At most `max_clients` streams are open at
+once per router; past that the stream answers 503.
+
+The registry's state events are listened to only while a client is connected, and the
+snapshots are read once per tick for every client, not once per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Annotated, Any
+
+try:
+    from fastapi import APIRouter, Depends, HTTPException, Request, Response
+    from fastapi.responses import StreamingResponse
+    from pydantic_core import to_json
+    from starlette.types import Receive, Scope, Send
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fastapi_breaker.dashboard needs FastAPI: pip install 'fastapi_breaker[fastapi]'"
+    ) from exc
+
+from ._breaker import CircuitBreaker
+from ._events import Event, EventName
+from ._registry import BreakerRegistry
+from .fastapi import get_registry
+from .health import _check_prefix, _names
+from .middleware import _printable_name
+
+__all__ = ["STATE_EVENTS", "dashboard_router"]
+
+logger = logging.getLogger("fastapi_breaker")
+
+# The registry events the stream relays, and the state each one means. A forced open and a
+# disabled breaker are told apart by reading the breaker, as `metrics().state` does.
+STATE_EVENTS: dict[EventName, str] = {"open": "open", "close": "closed", "half_open": "half_open"}
+
+# How long a browser waits before it reconnects a stream that dropped, in milliseconds.
+_RECONNECT_MS = 2000
+# What a refused stream tells a client about trying again, in seconds.
+_BUSY_RETRY_AFTER = "5"
+
+_INTERVAL = (0.01, 60.0)
+_HEARTBEAT = (0.01, 300.0)
+_QUEUE_SIZE = (1, 1000)
+_MAX_CLIENTS = (1, 10_000)
+
+# Answers that must not be kept by a cache or a proxy: a stale stream or page lies.
+_STREAM_HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx buffers proxied responses by default, which would hold events back for minutes.
+    "X-Accel-Buffering": "no",
+}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # The page runs only its own script: a breaker name that carries markup can do nothing
+    # even if some future change slipped it into innerHTML. The empty favicon is a data: URL.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+}
+_ASSETS = {
+    "dashboard": ("dashboard.html", "text/html; charset=utf-8"),
+    "dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
+
+
+def dashboard_router(
+    registry: BreakerRegistry | None = None,
+    *,
+    prefix: str = "/breakers",
+    authorize: Callable[..., Any] | None = None,
+    interval: float = 1.0,
+    heartbeat: float = 15.0,
+    queue_size: int = 16,
+    max_clients: int = 32,
+    tags: Iterable[str] = ("breakers",),
+) -> APIRouter:
+    """Build the events stream and dashboard router; see the module docstring.
+
+    - `registry`: whose breakers to show; None reads the app's (`setup_breakers`) per request.
+    - `prefix`: a plain path, as for `health_router`: the page is at `{prefix}/dashboard`, the
+      stream at `{prefix}/events`.
+    - `authorize`: a FastAPI dependency, as `health_router(detail="authorized")` takes. Every
+      route here (page, script, style sheet, stream) runs it, and serves only when it returns
+      exactly True: anything else gets 403, and an `HTTPException` it raises (a 401 with
+      `WWW-Authenticate`, say) goes out as it is. None: anyone who reaches the routes sees every
+      breaker's name. A browser's EventSource sends cookies and HTTP Basic credentials, but no
+      other header: check one of those.
+    - `interval`: seconds between snapshots, 0.01 to 60.
+    - `heartbeat`: seconds of silence after which the stream sends a comment, so that proxies
+      keep it open, 0.01 to 300.
+    - `queue_size`: events queued per client before the oldest are dropped, 1 to 1000.
+    - `max_clients`: streams open at once, 1 to 10,000; one more gets 503 with `Retry-After`.
+    """
+    _check_range("interval", interval, *_INTERVAL, "a number of seconds")
+    _check_range("heartbeat", heartbeat, *_HEARTBEAT, "a number of seconds")
+    _check_range("queue_size", queue_size, *_QUEUE_SIZE, "an integer")
+    _check_range("max_clients", max_clients, *_MAX_CLIENTS, "an integer")
+    _check_prefix(prefix)
+    tag_list = list(_names("tags", tags))
+    if authorize is not None and not callable(authorize):
+        raise TypeError(f"authorize must be a callable FastAPI dependency, got {authorize!r}")
+    if registry is not None and not all(
+        callable(getattr(registry, method, None)) for method in ("breakers", "on", "off")
+    ):
+        raise TypeError(f"registry must be a BreakerRegistry, got {registry!r}")
+
+    streams = _Streams(float(interval), float(heartbeat), queue_size, max_clients)
+    assets = {path: (_read_asset(file), media) for path, (file, media) in _ASSETS.items()}
+
+    def source(request: Request) -> BreakerRegistry:
+        return registry if registry is not None else get_registry(request)
+
+    def stream(request: Request) -> Response:
+        return streams.open(source(request))
+
+    def asset(path: str) -> Callable[[Request], Response]:
+        body, media = assets[path]
+
+        def serve(request: Request) -> Response:
+            return Response(body, media_type=media, headers=_PAGE_HEADERS)
+
+        return serve
+
+    router = APIRouter()
+    routes: list[tuple[str, Callable[[Request], Response], bool]] = [
+        ("/events", stream, True),
+        *((f"/{path}", asset(path), path == "dashboard") for path in _ASSETS),
+    ]
+    for path, endpoint, in_schema in routes:
+        router.add_api_route(
+            prefix + path,
+            _guarded(endpoint, authorize),
+            methods=["GET"],
+            name=f"breakers_{path.strip('/').replace('.', '_')}",
+            tags=list(tag_list),
+            include_in_schema=in_schema,
+            response_class=Response,
+        )
+    return router
+
+
+def _guarded(
+    endpoint: Callable[[Request], Response], authorize: Callable[..., Any] | None
+) -> Callable[..., Any]:
+    """`endpoint` as a route, behind `authorize` when there is one."""
+    if authorize is None:
+
+        async def open_route(request: Request) -> Response:
+            return endpoint(request)
+
+        return open_route
+
+    async def guarded_route(
+        request: Request, allowed: Annotated[Any, Depends(authorize)]
+    ) -> Response:
+        if allowed is not True:
+            raise HTTPException(403, "Forbidden", headers={"Cache-Control": "no-store"})
+        return endpoint(request)
+
+    return guarded_route
+
+
+class _Client:
+    """One connected stream's queue: at most `size` events, the oldest dropped first."""
+
+    __slots__ = ("dropped", "queue", "wake")
+
+    def __init__(self, size: int) -> None:
+        self.queue: deque[tuple[str, int, bytes]] = deque(maxlen=size)
+        self.dropped = 0  # events lost since the client connected
+        self.wake = asyncio.Event()
+
+    def put(self, item: tuple[str, int, bytes]) -> None:
+        if len(self.queue) == self.queue.maxlen:
+            self.dropped += 1  # the append below pushes the oldest out
+        self.queue.append(item)
+        self.wake.set()
+
+
+class _Hub:
+    """The clients watching one registry, the registry listeners and the snapshot ticker."""
+
+    def __init__(self, streams: _Streams, registry: BreakerRegistry) -> None:
+        self.streams = streams
+        self.registry = registry
+        self.clients: set[_Client] = set()
+        self.loop = asyncio.get_running_loop()
+        self.latest: bytes | None = None  # the last snapshot's JSON after its opening '{'
+        # The calls counted so far and when, by breaker: calls per second come from the deltas.
+        self.previous: dict[str, tuple[CircuitBreaker, int]] = {}
+        self.previous_time: float | None = None
+        for event in STATE_EVENTS:
+            registry.on(event, self.on_state)
+        self.ticker = self.loop.create_task(self.tick())
+
+    def close(self) -> None:
+        for event in STATE_EVENTS:
+            self.registry.off(event, self.on_state)
+        self.ticker.cancel()
+
+    def on_state(self, event: Event) -> None:
+        # May run on any thread that moved a breaker (a sync call in a worker thread, say).
+        breaker = event.breaker
+        if not breaker.enabled:
+            state = "disabled"
+        elif event.name == "open" and breaker.forced_open:
+            state = "forced_open"
+        else:
+            state = STATE_EVENTS[event.name]
+        body = to_json({"name": _printable_name(breaker.name), "state": state, "time": time.time()})
+        try:
+            here = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            here = False
+        if here:
+            self.publish("state", body)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is watching
+                self.loop.call_soon_threadsafe(self.publish, "state", body)
+
+    def publish(self, kind: str, body: bytes) -> None:
+        item = (kind, next(self.streams.ids), body)
+        for client in self.clients:
+            client.put(item)
+
+    async def tick(self) -> None:
+        loop = self.loop
+        due = loop.time()
+        while True:
+            try:
+                self.latest = self.snapshot()
+                self.publish("snapshot", self.latest)
+            except Exception:
+                logger.exception("the dashboard could not read the breakers")
+            # On a fixed schedule, so that snapshots do not drift; after a late tick the next
+            # one comes at once rather than several in a row.
+            now = loop.time()
+            due = max(due + self.streams.interval, now)
+            await asyncio.sleep(due - now)
+
+    def snapshot(self) -> bytes:
+        """Every breaker now, as the JSON of a snapshot without its opening '{'."""
+        now = time.monotonic()
+        period = None if self.previous_time is None else now - self.previous_time
+        previous = self.previous
+        current: dict[str, tuple[CircuitBreaker, int]] = {}
+        entries = []
+        for name, breaker in self.registry.breakers().items():
+            metrics = breaker.metrics()
+            calls = sum(count for outcome, count in metrics.calls.items() if outcome != "fallback")
+            current[name] = (breaker, calls)
+            before = previous.get(name)
+            rate = None
+            # A breaker rebuilt under the same name starts counting again: no rate for it yet.
+            if period and before is not None and before[0] is breaker and calls >= before[1]:
+                rate = (calls - before[1]) / period
+            window = metrics.window
+            entries.append(
+                {
+                    "name": _printable_name(name),
+                    "state": metrics.state,
+                    "error_percentage": window.error_percentage,
+                    "calls_per_second": rate,
+                    "latency": {
+                        "p50": window.percentiles[0.5],
+                        "p90": window.percentiles[0.9],
+                        "p99": window.percentiles[0.99],
+                    },
+                    "retry_after": metrics.retry_after,
+                }
+            )
+        self.previous = current
+        self.previous_time = now
+        body = {"time": time.time(), "period": period, "breakers": entries}
+        return to_json(body, inf_nan_mode="null")[1:]
+
+
+class _Streams:
+    """What one router holds: its settings, its hubs by registry, and the event ids."""
+
+    def __init__(self, interval: float, heartbeat: float, queue_size: int, max_clients: int):
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self.queue_size = queue_size
+        self.max_clients = max_clients
+        self.hubs: dict[int, _Hub] = {}
+        self.clients = 0
+        # One sequence for the router's life: a client that sees a gap knows events were lost.
+        self.ids = itertools.count(1)
+
+    def open(self, registry: BreakerRegistry) -> Response:
+        if self.clients >= self.max_clients:
+            raise HTTPException(
+                503,
+                f"the dashboard already serves {self.max_clients} streams (max_clients)",
+                headers={"Retry-After": _BUSY_RETRY_AFTER, "Cache-Control": "no-store"},
+            )
+        hub = self.hubs.get(id(registry))
+        if hub is None or hub.registry is not registry:
+            hub = self.hubs[id(registry)] = _Hub(self, registry)
+        client = _Client(self.queue_size)
+        replay = hub.latest
+        hub.clients.add(client)
+        self.clients += 1
+
+        def release() -> None:
+            self.clients -= 1
+            hub.clients.discard(client)
+            if not hub.clients:
+                hub.close()
+                if self.hubs.get(id(registry)) is hub:
+                    del self.hubs[id(registry)]
+
+        return _EventStream(self.frames(client, replay), release)
+
+    async def frames(self, client: _Client, replay: bytes | None) -> AsyncIterator[bytes]:
+        yield b"retry: %d\n\n" % _RECONNECT_MS
+        if replay is not None:
+            # The last snapshot, at once, so the page need not wait a tick. Without an id: it
+            # was published before this client came, and ids count what it was sent since.
+            yield _frame("snapshot", None, replay, client.dropped)
+        queue = client.queue
+        while True:
+            if not queue:
+                client.wake.clear()
+                try:
+                    async with asyncio.timeout(self.heartbeat):
+                        await client.wake.wait()
+                except TimeoutError:
+                    yield b": heartbeat\n\n"
+                    continue
+            kind, event_id, body = queue.popleft()
+            yield _frame(kind, event_id, body, client.dropped)
+
+
+def _frame(kind: str, event_id: int | None, body: bytes, dropped: int) -> bytes:
+    head = b"" if event_id is None else b"id: %d\n" % event_id
+    if kind == "snapshot":
+        # Each client's own count of lost events goes first in its snapshots.
+        body = b'{"dropped":%d,' % dropped + body
+    return head + b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n"
+
+
+class _EventStream(StreamingResponse):
+    """The stream's response; `release` runs when it ends, however it ends."""
+
+    def __init__(self, frames: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=_STREAM_HEADERS)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _read_asset(name: str) -> bytes:
+    return importlib.resources.files(__package__).joinpath("_dashboard", name).read_bytes()
+
+
+def _check_range(field: str, value: object, low: float, high: float, kind: str) -> None:
+    integer = kind == "an integer"
+    # A comparison, not math.isnan(): it refuses NaN and infinities too.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int if integer else int | float)
+        or not (low <= value <= high)
+    ):
+        raise ValueError(f"{field} must be {kind} from {low:g} to {high:g}, got {value!r}")
