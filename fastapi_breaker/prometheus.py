@@ -1,0 +1,431 @@
+"""Prometheus metrics of every breaker in a registry, read when Prometheus scrapes.
+
+    app = FastAPI()
+    setup_breakers(app, BreakerRegistry(...))
+    mount_metrics(app)  # GET /metrics
+
+Nothing is recorded per call: at each scrape the collector reads `breaker.metrics()` of every
+breaker the registry holds, whose cost does not grow with traffic. The series, per breaker
+(label `name`, the breaker's name as it is):
+
+- `circuit_breaker_state{state}`: 1 for the current state, 0 for the other four of closed,
+  open, half_open, forced_open, disabled;
+- `circuit_breaker_calls_total{outcome}`: success, failure, timeout, rejected,
+  capacity_rejected, fallback, counted since the breaker was made;
+- `circuit_breaker_call_duration_seconds`: a histogram of the calls that ran;
+- `circuit_breaker_failure_rate`: the rolling window's failed calls, in percent (0-100);
+- `circuit_breaker_transitions_total{from_state,to_state}`;
+- the settings that decide a trip, as gauges: `circuit_breaker_failure_rate_threshold`
+  (percent), `circuit_breaker_volume_threshold` (calls), `circuit_breaker_window_seconds`,
+  `circuit_breaker_reset_timeout_seconds`, `circuit_breaker_call_timeout_seconds` (+Inf when
+  calls have no time limit).
+
+`BreakerCollector` is a plain `prometheus_client` collector, for any `CollectorRegistry`.
+`mount_metrics` serves it on a FastAPI app without going through one: prometheus_client
+builds an object per sample, which takes about 200 ms at 1,000 breakers, so the endpoint writes
+the same text itself (`BreakerCollector.render()`, tested equal byte for byte).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+try:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import Collector, CollectorRegistry
+    from prometheus_client.utils import floatToGoString as _untyped_go_string
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fastapi_breaker.prometheus needs prometheus_client: "
+        "pip install 'fastapi_breaker[prometheus]'"
+    ) from exc
+
+from . import CALL_OUTCOMES, LATENCY_BOUNDS, METRIC_STATES, BreakerMetrics, CircuitBreaker
+
+# How generate_latest writes a number ("1.0", "+Inf", "1.234567e+06"); untyped upstream.
+_number: Callable[[float], str] = _untyped_go_string
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.params import Depends
+
+__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "BreakerCollector", "mount_metrics"]
+
+# One bucket per power of two from ~1 ms to 32 s: HTTP calls from a fast cache hit to a slow
+# upstream (the default time limit is 10 s), 19 series per breaker with _sum and _count.
+# histogram_quantile() interpolates within a bucket, so a quantile is off by at most 2x.
+DEFAULT_BUCKETS: tuple[float, ...] = tuple(2.0**k for k in range(-10, 6))
+
+# The classic text format, what `generate_latest` writes and what every Prometheus reads.
+# (prometheus_client's CONTENT_TYPE_LATEST names version 1.0.0 in recent releases, whose
+# escaping rules only matter for names outside [a-zA-Z0-9_:], which ours never are.)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Every transition a breaker makes by itself or by hand, always shown, at 0 until it happens:
+# a counter that appears at its first increment hides that increment from rate().
+_TRANSITIONS: tuple[tuple[str, str], ...] = (
+    ("closed", "open"),
+    ("open", "half_open"),
+    ("half_open", "closed"),
+    ("half_open", "open"),
+    ("open", "closed"),
+)
+
+_HELP = {
+    "state": "1 for the breaker's current state, 0 for the others. forced_open: opened by "
+    "hand until closed; disabled: every call let through, uncounted.",
+    "calls": "Calls by outcome since the breaker was made. failure excludes timeouts; "
+    "rejected: refused while open or with no trial permit; capacity_rejected: refused "
+    "because capacity calls were running; fallback: answered by the fallback, also counted "
+    "under the outcome that led to it.",
+    "duration": "Seconds per call that ran (successes, failures and timeouts) since the "
+    "breaker was made.",
+    "failure_rate": "Percentage (0-100) of the calls in the rolling window that failed, "
+    "timeouts included; 0 with no calls.",
+    "transitions": "State changes since the breaker was made; a forced open counts as "
+    "closed to open.",
+    "failure_rate_threshold": "The failure rate (percent) at which the breaker opens.",
+    "volume_threshold": "The fewest calls in the window before the breaker may open.",
+    "window_seconds": "The rolling window's length in seconds.",
+    "reset_timeout_seconds": "Seconds an open breaker waits before a trial call.",
+    "call_timeout_seconds": "Each call's time limit in seconds; +Inf for none.",
+}
+# The settings, each a gauge: (name suffix, how to read it from the options).
+_SETTINGS: tuple[tuple[str, Callable[[Any], float]], ...] = (
+    ("failure_rate_threshold", lambda o: o.error_threshold_percentage),
+    ("volume_threshold", lambda o: o.volume_threshold),
+    ("window_seconds", lambda o: o.rolling_count_timeout),
+    ("reset_timeout_seconds", lambda o: o.reset_timeout),
+    ("call_timeout_seconds", lambda o: float("inf") if o.timeout is None else o.timeout),
+)
+
+
+class BreakerSource(Protocol):
+    """What the collector reads: `BreakerRegistry` has it."""
+
+    def breakers(self) -> Mapping[str, CircuitBreaker]: ...
+
+
+class BreakerCollector(Collector):
+    """A prometheus_client collector of every breaker that `registry` holds at scrape time.
+
+    `buckets`: the histogram's upper bounds in seconds, ascending, each one of
+    `fastapi_breaker.LATENCY_BOUNDS` (the bounds the breaker counts latencies in), so that
+    every bucket count is exact. Checked here, with an error that names a bad value.
+
+        prometheus_client.REGISTRY.register(BreakerCollector(registry))
+    """
+
+    def __init__(
+        self, registry: BreakerSource, *, buckets: Iterable[float] = DEFAULT_BUCKETS
+    ) -> None:
+        if not callable(getattr(registry, "breakers", None)):
+            raise TypeError(f"registry must have a breakers() method, got {registry!r}")
+        self.registry = registry
+        self.buckets = _check_buckets(buckets)
+        self._le = [_number(bound) for bound in self.buckets]
+
+    def __repr__(self) -> str:
+        return f"<BreakerCollector registry={self.registry!r} buckets={len(self.buckets)}>"
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples: a `CollectorRegistry` checks names with these."""
+        return iter(self._families([]))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(self._read(self.registry)))
+
+    def render(self, registry: BreakerSource | None = None) -> bytes:
+        """The text `generate_latest` writes for this collector alone, about 10x faster.
+
+        `registry` reads another source this once (what `mount_metrics` does when the app's
+        registry is found at request time).
+        """
+        source = self.registry if registry is None else registry
+        return _render(self._read(source), self.buckets, self._le)
+
+    def _read(self, registry: BreakerSource) -> list[BreakerMetrics]:
+        return [breaker.metrics() for breaker in registry.breakers().values()]
+
+    def _families(self, all_metrics: Sequence[BreakerMetrics]) -> list[Metric]:
+        state = GaugeMetricFamily("circuit_breaker_state", _HELP["state"], labels=["name", "state"])
+        calls = CounterMetricFamily(
+            "circuit_breaker_calls", _HELP["calls"], labels=["name", "outcome"]
+        )
+        duration = HistogramMetricFamily(
+            "circuit_breaker_call_duration_seconds", _HELP["duration"], labels=["name"]
+        )
+        failure_rate = GaugeMetricFamily(
+            "circuit_breaker_failure_rate", _HELP["failure_rate"], labels=["name"]
+        )
+        transitions = CounterMetricFamily(
+            "circuit_breaker_transitions",
+            _HELP["transitions"],
+            labels=["name", "from_state", "to_state"],
+        )
+        settings = [
+            GaugeMetricFamily(f"circuit_breaker_{key}", _HELP[key], labels=["name"])
+            for key, _ in _SETTINGS
+        ]
+        for metrics in all_metrics:
+            name = _label(metrics.name)
+            for one in METRIC_STATES:
+                state.add_metric([name, one], 1.0 if one == metrics.state else 0.0)
+            for outcome in CALL_OUTCOMES:
+                calls.add_metric([name, outcome], metrics.calls[outcome])
+            latency = metrics.latency
+            counts = latency.cumulative(self.buckets)
+            duration.add_metric(
+                [name],
+                [*zip(self._le, counts, strict=True), ("+Inf", latency.count)],
+                latency.sum,
+            )
+            failure_rate.add_metric([name], metrics.window.error_percentage)
+            for (source, target), count in _transitions(metrics):
+                transitions.add_metric([name, source, target], count)
+            for family, (_, read) in zip(settings, _SETTINGS, strict=True):
+                family.add_metric([name], read(metrics.options))
+        return [state, calls, duration, failure_rate, transitions, *settings]
+
+
+def mount_metrics(
+    app: FastAPI,
+    registry: BreakerSource | None = None,
+    *,
+    path: str = "/metrics",
+    buckets: Iterable[float] = DEFAULT_BUCKETS,
+    prometheus_registry: CollectorRegistry | None = None,
+    dependencies: Sequence[Depends] = (),
+    include_in_schema: bool = False,
+) -> BreakerCollector:
+    """Serve the breakers' metrics at `GET` and `HEAD` `path`; return the collector.
+
+    - `registry`: None reads the app's registry (what `setup_breakers` attaches) at each
+      request.
+    - `buckets`: the histogram's bounds; see `BreakerCollector`.
+    - `prometheus_registry`: None serves the breakers' series alone, written directly (the
+      fast path). Given (`prometheus_client.REGISTRY`, say, for the process metrics and your
+      own), the collector is registered in it, and the endpoint serves all of it through
+      `generate_latest`; with a `registry` of None, the collector then reads
+      `app.state.breaker_registry` wherever that registry is scraped.
+    - `dependencies`: FastAPI dependencies run before each answer, to require credentials:
+      the series name every breaker, and names can describe internal services.
+
+    Each answer is the classic text format (`CONTENT_TYPE`), gzipped when the client accepts
+    it (Prometheus does), with `Cache-Control: no-store`.
+    """
+    try:
+        from fastapi import Request, Response
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ImportError(
+            "mount_metrics needs FastAPI: pip install 'fastapi_breaker[fastapi]'"
+        ) from exc
+    from .fastapi import get_registry
+
+    _check_path(path)
+    if registry is not None and not callable(getattr(registry, "breakers", None)):
+        raise TypeError(f"registry must have a breakers() method, got {registry!r}")
+    if prometheus_registry is not None and not isinstance(prometheus_registry, CollectorRegistry):
+        raise TypeError(
+            f"prometheus_registry must be a prometheus_client CollectorRegistry or None, "
+            f"got {prometheus_registry!r}"
+        )
+    source = _AppRegistry(app) if registry is None else registry
+    collector = BreakerCollector(source, buckets=buckets)
+    if prometheus_registry is not None:
+        prometheus_registry.register(collector)
+
+    async def metrics(request: Request) -> Response:
+        if prometheus_registry is not None:
+            body = generate_latest(prometheus_registry)
+        else:
+            # Looked up per request, as Depends(get_breaker(...)) does: both see one registry.
+            body = collector.render(get_registry(request) if registry is None else registry)
+        headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+        if _accepts_gzip(request.headers.get("accept-encoding", "")):
+            # Level 1: a twentieth of the size for a few ms at 1,000 breakers; level 9 would
+            # take several times longer for little more.
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        if request.method == "HEAD":
+            # The same headers as GET, Content-Length included, and no body (RFC 9110 9.3.2).
+            headers["Content-Length"] = str(len(body))
+            return Response(headers=headers, media_type=CONTENT_TYPE)
+        return Response(body, headers=headers, media_type=CONTENT_TYPE)
+
+    app.add_api_route(
+        path,
+        metrics,
+        methods=["GET", "HEAD"],
+        name="metrics",
+        dependencies=list(dependencies),
+        include_in_schema=include_in_schema,
+    )
+    return collector
+
+
+class _AppRegistry:
+    """The app's registry, read when the collector is: `setup_breakers` may come later."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    def __repr__(self) -> str:
+        return "<the app's registry>"
+
+    def breakers(self) -> Mapping[str, CircuitBreaker]:
+        registry = getattr(self._app.state, "breaker_registry", None)
+        if registry is None:
+            raise RuntimeError(
+                "this app has no breaker registry: call fastapi_breaker.fastapi.setup_breakers"
+                "(app) or pass registry= to mount_metrics"
+            )
+        breakers: Mapping[str, CircuitBreaker] = registry.breakers()
+        return breakers
+
+
+def _check_path(path: object) -> None:
+    # A plain path: braces would make a path parameter, '?' and '#' a path no request has.
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or any(c in "{}?#" or c.isspace() or not c.isprintable() for c in path)
+    ):
+        raise ValueError(
+            "path must start with '/' and hold no '{', '}', '?', '#', whitespace or control "
+            f"characters, got {path!r}"
+        )
+
+
+def _check_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
+    allowed = (
+        "each must be one of fastapi_breaker.LATENCY_BOUNDS: 2**-20 s, then four per power of "
+        "two, 2**k * (1 + j/4) for k = -20..9 and j = 1..4, up to 1024 s"
+    )
+    if isinstance(buckets, str | bytes) or not isinstance(buckets, Iterable):
+        raise TypeError(f"buckets must be a sequence of seconds, got {buckets!r}")
+    values = tuple(buckets)
+    if not values:
+        raise ValueError(f"buckets must hold at least one bound; {allowed}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"buckets must hold numbers of seconds, got {value!r}")
+        if value not in LATENCY_BOUNDS:
+            below = [b for b in LATENCY_BOUNDS if b < value][-1:]
+            above = [b for b in LATENCY_BOUNDS if b > value][:1]
+            near = " and ".join(repr(b) for b in below + above)
+            raise ValueError(f"buckets: {value!r} is not allowed (nearest: {near}); {allowed}")
+    for before, after in itertools.pairwise(values):
+        if after <= before:
+            raise ValueError(f"buckets must be strictly ascending: {after!r} follows {before!r}")
+    return tuple(float(value) for value in values)
+
+
+def _transitions(metrics: BreakerMetrics) -> list[tuple[tuple[str, str], int]]:
+    counted = metrics.transitions
+    extra = sorted(key for key in counted if key not in _TRANSITIONS)
+    return [(key, counted.get(key, 0)) for key in (*_TRANSITIONS, *extra)]
+
+
+def _label(name: str) -> str:
+    """`name` as UTF-8 can carry it: each lone surrogate becomes the text `\\udXXX`, as on
+    /health; the unicode check is skipped for ASCII, which every usual name is."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _escape(value: str) -> str:
+    # The text format's escapes for a label value; the same as generate_latest's.
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _count(value: float) -> str:
+    # _number's text for a count, without its repr() and search in the usual case.
+    if type(value) is int and 0 <= value < 1_000_000:
+        return f"{value}.0"
+    return _number(value)
+
+
+def _header(name: str, kind: str, help_key: str) -> str:
+    text = _HELP[help_key].replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
+
+
+def _render(all_metrics: list[BreakerMetrics], buckets: tuple[float, ...], le: list[str]) -> bytes:
+    """The exposition of `all_metrics`, line for line what `generate_latest` writes.
+
+    Families in the same order, samples in the same order, labels sorted by name as
+    generate_latest sorts them, numbers in `_number`'s text.
+    """
+    names = [_escape(_label(metrics.name)) for metrics in all_metrics]
+    out: list[str] = [_header("circuit_breaker_state", "gauge", "state")]
+    for name, metrics in zip(names, all_metrics, strict=True):
+        for one in METRIC_STATES:
+            flag = "1.0" if one == metrics.state else "0.0"
+            out.append(f'circuit_breaker_state{{name="{name}",state="{one}"}} {flag}\n')
+
+    out.append(_header("circuit_breaker_calls_total", "counter", "calls"))
+    for name, metrics in zip(names, all_metrics, strict=True):
+        calls = metrics.calls
+        for outcome in CALL_OUTCOMES:
+            out.append(
+                f'circuit_breaker_calls_total{{name="{name}",outcome="{outcome}"}} '
+                f"{_count(calls[outcome])}\n"
+            )
+
+    family = "circuit_breaker_call_duration_seconds"
+    out.append(_header(family, "histogram", "duration"))
+    for name, metrics in zip(names, all_metrics, strict=True):
+        latency = metrics.latency
+        for bound, count in zip(le, latency.cumulative(buckets), strict=True):
+            out.append(f'{family}_bucket{{le="{bound}",name="{name}"}} {_count(count)}\n')
+        total = _count(latency.count)
+        out.append(f'{family}_bucket{{le="+Inf",name="{name}"}} {total}\n')
+        out.append(f'{family}_count{{name="{name}"}} {total}\n')
+        out.append(f'{family}_sum{{name="{name}"}} {_number(latency.sum)}\n')
+
+    out.append(_header("circuit_breaker_failure_rate", "gauge", "failure_rate"))
+    for name, metrics in zip(names, all_metrics, strict=True):
+        rate = _number(metrics.window.error_percentage)
+        out.append(f'circuit_breaker_failure_rate{{name="{name}"}} {rate}\n')
+
+    out.append(_header("circuit_breaker_transitions_total", "counter", "transitions"))
+    for name, metrics in zip(names, all_metrics, strict=True):
+        for (source, target), count in _transitions(metrics):
+            out.append(
+                f'circuit_breaker_transitions_total{{from_state="{source}",name="{name}",'
+                f'to_state="{target}"}} {_count(count)}\n'
+            )
+
+    for key, read in _SETTINGS:
+        family = f"circuit_breaker_{key}"
+        out.append(_header(family, "gauge", key))
+        for name, metrics in zip(names, all_metrics, strict=True):
+            out.append(f'{family}{{name="{name}"}} {_number(read(metrics.options))}\n')
+    return "".join(out).encode("utf-8")
+
+
+def _accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip: named, or `*`, with a quality above 0."""
+    qualities: dict[str, float] = {}
+    for item in header.lower().split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    quality = float(param[2:])
+                except ValueError:
+                    quality = 0.0
+        qualities.setdefault(coding, quality)
+    return qualities.get("gzip", qualities.get("*", 0.0)) > 0
