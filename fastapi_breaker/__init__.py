@@ -15,6 +15,13 @@ from ._errors import (
     CircuitOpenError,
 )
 from ._events import EVENT_NAMES, Event, EventHandler, EventName
+from ._metrics import (
+    CALL_OUTCOMES,
+    LATENCY_BOUNDS,
+    METRIC_STATES,
+    BreakerMetrics,
+    LatencyHistogram,
+)
 from ._options import BreakerOptions
 from ._registry import BreakerRegistry, RegistryFullError, UnknownBreakerError
 from ._state import State
@@ -23,10 +30,14 @@ from ._stats import PERCENTILES, Stats
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CALL_OUTCOMES",
     "EVENT_NAMES",
+    "LATENCY_BOUNDS",
+    "METRIC_STATES",
     "PERCENTILES",
     "Attempt",
     "BreakerError",
+    "BreakerMetrics",
     "BreakerOptions",
     "BreakerRegistry",
     "BreakerShutdownError",
@@ -38,6 +49,7 @@ __all__ = [
     "Event",
     "EventHandler",
     "EventName",
+    "LatencyHistogram",
     "RegistryFullError",
     "State",
     "Stats",

@@ -22,8 +22,10 @@ from ._clock import Clock
 from ._core import BreakerCore, Moves
 from ._deadlines import DeadlineQueue
 from ._events import Emitter, Event, EventHandler, EventName
+from ._logs import log_move
 from ._options import BreakerOptions
 from ._state import State
+from ._transitions import Move
 
 __all__ = ["BreakerBase", "Fallback", "default_name"]
 
@@ -123,6 +125,12 @@ class BreakerBase:
             emitter.unsubscribe(event, handler)
             self._heard(emitter)
 
+    def hears_only(self, handlers: dict[str, tuple[EventHandler, ...]]) -> bool:
+        """Whether this breaker's handlers are all among `handlers` (by event): a registry
+        that subscribed them may still forget the breaker."""
+        emitter = self._emitter
+        return emitter is None or emitter.only(handlers)
+
     def _heard(self, emitter: Emitter) -> None:
         listening = emitter.listening
         self.listening = listening or _NOTHING
@@ -140,6 +148,8 @@ class BreakerBase:
         for name in moves:
             if name in listening:
                 self.emit(Event(name, self))  # type: ignore[arg-type]
+            if isinstance(name, Move):
+                log_move(self, name, self.clock())
 
     def start_bucket(self, now: float) -> None:
         """Start the window's bucket for `now` (the caller saw `now` past `window.current_end`),

@@ -24,6 +24,7 @@ from ._clock import Clock, first_reading, monotonic
 from ._core import BreakerCore
 from ._errors import BreakerShutdownError, CircuitOpenError
 from ._events import Event, EventHandler, EventName
+from ._metrics import BreakerMetrics, read_metrics
 from ._options import BreakerOptions, ErrorFilter, check_seconds, shared
 from ._snapshot import parse_snapshot, snapshot
 from ._state import State
@@ -356,6 +357,12 @@ class CircuitBreaker(SyncCalls):
     def stats(self) -> Stats:
         """A frozen snapshot of the rolling window; percentiles are computed here, not per call."""
         return self.core.stats(self.clock())
+
+    def metrics(self) -> BreakerMetrics:
+        """What an exporter reads at scrape time: the state, calls by outcome and latencies
+        since the breaker was made, transitions, the window, the options. Its cost does not
+        grow with traffic; see `BreakerMetrics`."""
+        return read_metrics(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe picture of the breaker; `from_dict()` rebuilds a breaker from it."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import threading
 
+from ._buckets import Bucket, Totals
 from ._fleet import Deltas, FleetLink
 from ._options import BreakerOptions
 from ._state import State
@@ -51,7 +52,7 @@ from ._tickets import (
     Trial,
 )
 from ._transitions import CALLS, NEVER, REJECTIONS, Moves, Transitions
-from ._window import Bucket, RollingWindow
+from ._window import RollingWindow
 
 __all__ = ["BreakerCore", "Moves"]
 
@@ -271,7 +272,7 @@ class BreakerCore(Transitions):
         with self._lock:
             self.window.restore(now, buckets)
             if state is not State.CLOSED:
-                self._become(state, now, [], forced=forced)
+                self._become(state, now, [], forced=forced, counted=False)
                 if state is State.OPEN:
                     self.opened_until = now + (retry_after or 0.0)
 
@@ -313,6 +314,21 @@ class BreakerCore(Transitions):
     def stats(self, now: float) -> Stats:
         with self._lock:
             return self.window.stats(now)
+
+    def totals(self) -> Totals:
+        """Everything counted since the breaker was made, and its transitions (a copy)."""
+        with self._lock:
+            return self.window.totals()
+
+    def describe(self, now: float) -> tuple[float, float | None]:
+        """(the window's error percentage, seconds until a call would be admitted or None while
+        closed), as they stand: no transition is made, so a transition's log may read them."""
+        with self._lock:
+            successes, failures = self.window.outcome_counts(now)
+            counted = successes + failures
+            percentage = 100.0 * failures / counted if counted else 0.0
+            retry = None if self.state is State.CLOSED else self._retry_after(now)
+            return percentage, retry
 
     def window_list(self, now: float) -> list[dict[str, object]]:
         with self._lock:

@@ -73,6 +73,11 @@ class Event:
     latency: float | None = None
     stats: Stats | None = None
 
+    @property
+    def breaker_name(self) -> str:
+        """The emitting breaker's name: what a registry-wide handler tells breakers apart by."""
+        return self.breaker.name
+
 
 EventHandler = Callable[[Event], None] | Callable[[Event], Awaitable[None]]
 
@@ -127,6 +132,13 @@ class Emitter:
             else:
                 self._handlers.pop(name, None)
             self.listening = frozenset(self._handlers) if self._handlers else _NOTHING
+
+    def only(self, handlers: dict[str, tuple[EventHandler, ...]]) -> bool:
+        """Whether every handler held here is among `handlers` (a registry's, by event)."""
+        return all(
+            all(handler in handlers.get(name, ()) for handler in held)
+            for name, held in self._handlers.items()
+        )
 
     def emit(self, event: Event) -> None:
         for handler in self._handlers.get(event.name, ()):

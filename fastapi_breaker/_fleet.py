@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from ._window import Bucket
+from ._buckets import Bucket
 
 if TYPE_CHECKING:
     # For annotations only: a coordinator is handed breakers; this module builds none.
@@ -84,7 +84,7 @@ class FleetLink:
         successes = failures = rejections = 0
         seen: dict[Bucket, tuple[int, int, int]] = {}
         for bucket in buckets:
-            now_counts = (len(bucket.succeeded), bucket.failures, len(bucket.rejected))
+            now_counts = (bucket.successes, bucket.failures, bucket.rejects)
             before = self.seen.get(bucket, (0, 0, 0))
             successes += now_counts[0] - before[0]
             failures += now_counts[1] - before[1]

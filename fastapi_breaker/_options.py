@@ -7,7 +7,7 @@ typo in configuration never turns into a silent default at run time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "ErrorFilter",
     "check_keys",
     "check_seconds",
+    "option_mapping",
+    "options_from",
     "shared",
     "shown",
 ]
@@ -192,3 +194,36 @@ def shared(options: BreakerOptions) -> BreakerOptions:
             _SHARED.clear()
         found = _SHARED.setdefault(key, options)
     return found
+
+
+# Every option a mapping may set, in the dataclass's order (that order reads well in errors).
+_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BreakerOptions))
+
+
+def option_mapping(where: str, given: BreakerOptions | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options as a plain dict, every key checked against the option names."""
+    if given is None:
+        return {}
+    if isinstance(given, BreakerOptions):
+        # Not `to_dict()`: that leaves out error_filter, which a registry must keep.
+        return {name: getattr(given, name) for name in _OPTION_NAMES}
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{where}: options must be a BreakerOptions or a mapping, got {given!r}")
+    unknown = [key for key in given if key not in _OPTION_NAMES]
+    if unknown:
+        # A typo must not turn into a silent default: name it, and say what would have worked.
+        label = "unknown option" if len(unknown) == 1 else "unknown options"
+        raise ValueError(
+            f"{where}: {label} {', '.join(map(repr, unknown))}; "
+            f"valid options are: {', '.join(_OPTION_NAMES)}"
+        )
+    return dict(given)
+
+
+def options_from(where: str, options: Mapping[str, Any]) -> BreakerOptions:
+    """`BreakerOptions` from a checked mapping; an error names `where` (a breaker, the defaults)."""
+    try:
+        return BreakerOptions(**options)
+    except (ValueError, TypeError) as exc:
+        # Same type, so that code catching the option's own error still catches this one.
+        raise type(exc)(f"{where}: {exc}") from exc

@@ -10,7 +10,6 @@ see `BreakerRegistry`.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -18,8 +17,9 @@ from typing import Any, cast
 from ._breaker import CircuitBreaker
 from ._clock import Clock, first_reading
 from ._errors import BreakerError
+from ._events import EVENT_NAMES, EventHandler, EventName
 from ._fleet import Coordinator
-from ._options import BreakerOptions, shown
+from ._options import BreakerOptions, option_mapping, options_from, shown
 
 __all__ = [
     "DEFAULT_MAX_BREAKERS",
@@ -37,9 +37,6 @@ DEFAULT_MAX_BREAKERS = 1000
 # the lock). Without a bound, a registry full of busy breakers makes every new name test them
 # all: 1.6 ms per request at 1,000, which a flood of new names turns into a stalled event loop.
 SEARCH_LIMIT = 32
-
-# Every option a mapping may set, in the dataclass's order (that order reads well in errors).
-_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BreakerOptions))
 
 
 class UnknownBreakerError(BreakerError, LookupError):
@@ -101,6 +98,7 @@ class BreakerRegistry:
         "_coordinator",
         "_defaults",
         "_guests",
+        "_handlers",
         "_lock",
         "_max",
         "_options",
@@ -138,8 +136,8 @@ class BreakerRegistry:
         elif not isinstance(breakers, Mapping):
             raise TypeError(f"breakers must be a mapping of name to options, got {breakers!r}")
 
-        base = _as_mapping("defaults", defaults)
-        self._defaults = _build("defaults", base)
+        base = option_mapping("defaults", defaults)
+        self._defaults = options_from("defaults", base)
         options: dict[str, BreakerOptions] = {}
         for name, given in breakers.items():
             if not isinstance(name, str) or not name:
@@ -148,7 +146,7 @@ class BreakerRegistry:
                 options[name] = given
             else:
                 where = f"breaker {name!r}"
-                options[name] = _build(where, {**base, **_as_mapping(where, given)})
+                options[name] = options_from(where, {**base, **option_mapping(where, given)})
         _check_max_breakers(max_breakers, len(options))
         self._options = options
         self._configured = frozenset(options)
@@ -164,6 +162,8 @@ class BreakerRegistry:
         # Guards creation, eviction and removal: two threads asking for the same new name get
         # the same breaker, and the bound holds. Lookups of existing names never take it.
         self._lock = threading.Lock()
+        # Registry-wide event handlers, by event: every breaker made from now on gets them too.
+        self._handlers: dict[str, tuple[EventHandler, ...]] = {}
 
     def __repr__(self) -> str:
         mode = " strict" if self._strict else ""
@@ -197,6 +197,9 @@ class BreakerRegistry:
                 if guest and self._room is not None and self._guests >= self._room:
                     self._evict_for(name)
                 breaker = CircuitBreaker.from_options(options, name=name, clock=self._clock)
+                for event, handlers in self._handlers.items():
+                    for handler in handlers:
+                        breaker.on(event, handler)  # type: ignore[arg-type]
                 if self._coordinator is not None:
                     self._coordinator.attach(breaker)
                 self._breakers[name] = breaker
@@ -219,7 +222,7 @@ class BreakerRegistry:
         tests = SEARCH_LIMIT
         for key, breaker in breakers.items():
             if key not in configured:
-                if _forgettable(breaker):
+                if _forgettable(breaker, self._handlers):
                     victim = key
                     break
                 tests -= 1
@@ -239,6 +242,40 @@ class BreakerRegistry:
             breakers[key] = breakers.pop(key)
         if victim is None:
             raise RegistryFullError(name, cast(int, self._max))
+
+    def on(self, event: EventName, handler: EventHandler) -> BreakerRegistry:
+        """Run `handler` for `event` on every breaker of this registry, made already or later
+        (on first use, or again after `remove()` or `shutdown()`). `event.breaker_name` says
+        which breaker emitted it. Handlers of "fire", "success" or "reject" see each call, which
+        turns off the fast paths; state changes cost calls nothing. Handlers added here never
+        stop a breaker being forgotten (`max_breakers`)."""
+        if event not in EVENT_NAMES:
+            raise ValueError(
+                f"unknown event {event!r}; the events are: {', '.join(sorted(EVENT_NAMES))}"
+            )
+        if not callable(handler):
+            raise TypeError(f"an event handler must be callable, got {handler!r}")
+        with self._lock:
+            held = self._handlers.get(event, ())
+            if handler in held:
+                return self
+            for breaker in self._breakers.values():
+                breaker.on(event, handler)
+            self._handlers[event] = (*held, handler)
+        return self
+
+    def off(self, event: EventName, handler: EventHandler) -> BreakerRegistry:
+        """Stop running `handler` for `event` on every breaker (one never added: no-op)."""
+        with self._lock:
+            held = self._handlers.get(event, ())
+            remaining = tuple(h for h in held if h != handler)
+            if remaining:
+                self._handlers[event] = remaining
+            else:
+                self._handlers.pop(event, None)
+            for breaker in self._breakers.values():
+                breaker.off(event, handler)
+        return self
 
     def remove(self, name: str) -> bool:
         """Forget the breaker called `name` and shut it down; True if there was one.
@@ -329,8 +366,13 @@ class BreakerRegistry:
             self.shutdown()
 
 
-def _forgettable(breaker: CircuitBreaker) -> bool:
+def _forgettable(
+    breaker: CircuitBreaker, shared: dict[str, tuple[EventHandler, ...]] | None = None
+) -> bool:
     """Whether forgetting `breaker` loses nothing but counts that say all is well.
+
+    Handlers the registry itself subscribed (`shared`, see `on()`) do not count as attached:
+    the breaker that replaces it gets them too.
 
     It must be closed (forgetting an open one would let anyone reset an open circuit by
     flooding new names), enabled and not shut down, with nothing the user attached after
@@ -342,7 +384,9 @@ def _forgettable(breaker: CircuitBreaker) -> bool:
     Cheapest tests first. A call that starts on another thread just after the test ends on
     the forgotten breaker, which is harmless: nobody else holds it.
     """
-    return not breaker.listening and breaker.forgettable() and breaker.core.idle(breaker.clock())
+    if breaker.listening and not (shared and breaker.hears_only(shared)):
+        return False
+    return breaker.forgettable() and breaker.core.idle(breaker.clock())
 
 
 def _check_max_breakers(value: object, configured: int) -> None:
@@ -354,31 +398,3 @@ def _check_max_breakers(value: object, configured: int) -> None:
         raise ValueError(
             f"max_breakers must be an integer >= {minimum}{why} or None, got {shown(value)}"
         )
-
-
-def _as_mapping(where: str, given: BreakerOptions | Mapping[str, Any] | None) -> dict[str, Any]:
-    """The options as a plain dict, every key checked against the option names."""
-    if given is None:
-        return {}
-    if isinstance(given, BreakerOptions):
-        # Not `to_dict()`: that leaves out error_filter, which a registry must keep.
-        return {name: getattr(given, name) for name in _OPTION_NAMES}
-    if not isinstance(given, Mapping):
-        raise TypeError(f"{where}: options must be a BreakerOptions or a mapping, got {given!r}")
-    unknown = [key for key in given if key not in _OPTION_NAMES]
-    if unknown:
-        # A typo must not turn into a silent default: name it, and say what would have worked.
-        label = "unknown option" if len(unknown) == 1 else "unknown options"
-        raise ValueError(
-            f"{where}: {label} {', '.join(map(repr, unknown))}; "
-            f"valid options are: {', '.join(_OPTION_NAMES)}"
-        )
-    return dict(given)
-
-
-def _build(where: str, options: Mapping[str, Any]) -> BreakerOptions:
-    try:
-        return BreakerOptions(**options)
-    except (ValueError, TypeError) as exc:
-        # Same type, so that code catching the option's own error still catches this one.
-        raise type(exc)(f"{where}: {exc}") from exc

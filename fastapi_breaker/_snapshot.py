@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._buckets import Bucket, parse_window
 from ._options import MAX_SECONDS, BreakerOptions, ErrorFilter, check_keys, shown
 from ._state import State
-from ._window import Bucket, parse_window
 
 if TYPE_CHECKING:
     from ._core import BreakerCore

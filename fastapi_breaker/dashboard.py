@@ -56,6 +56,8 @@ logger = logging.getLogger("fastapi_breaker")
 # disabled breaker are told apart by reading the breaker, as `metrics().state` does.
 STATE_EVENTS: dict[EventName, str] = {"open": "open", "close": "closed", "half_open": "half_open"}
 
+# The snapshot task's name, so that a test or a debugger can tell it apart.
+_TICKER_TASK = "fastapi_breaker.dashboard ticker"
 # How long a browser waits before it reconnects a stream that dropped, in milliseconds.
 _RECONNECT_MS = 2000
 # What a refused stream tells a client about trying again, in seconds.
@@ -218,7 +220,7 @@ class _Hub:
         self.previous_time: float | None = None
         for event in STATE_EVENTS:
             registry.on(event, self.on_state)
-        self.ticker = self.loop.create_task(self.tick())
+        self.ticker = self.loop.create_task(self.tick(), name=_TICKER_TASK)
 
     def close(self) -> None:
         for event in STATE_EVENTS:
