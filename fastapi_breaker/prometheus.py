@@ -26,7 +26,8 @@ builds an object per sample, which takes about 200 ms at 1,000 breakers, so the 
 the same text itself (`BreakerCollector.render()`, tested equal byte for byte).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at run
+# time, and `Request` is imported inside `mount_metrics`, where a string could not be resolved.
 
 import gzip
 import itertools
@@ -198,13 +199,13 @@ class BreakerCollector(Collector):
 
 
 def mount_metrics(
-    app: FastAPI,
+    app: "FastAPI",
     registry: BreakerSource | None = None,
     *,
     path: str = "/metrics",
     buckets: Iterable[float] = DEFAULT_BUCKETS,
     prometheus_registry: CollectorRegistry | None = None,
-    dependencies: Sequence[Depends] = (),
+    dependencies: Sequence["Depends"] = (),
     include_in_schema: bool = False,
 ) -> BreakerCollector:
     """Serve the breakers' metrics at `GET` and `HEAD` `path`; return the collector.
@@ -225,6 +226,7 @@ def mount_metrics(
     """
     try:
         from fastapi import Request, Response
+        from fastapi.responses import PlainTextResponse
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise ImportError(
             "mount_metrics needs FastAPI: pip install 'fastapi_breaker[fastapi]'"
@@ -262,14 +264,18 @@ def mount_metrics(
             return Response(headers=headers, media_type=CONTENT_TYPE)
         return Response(body, headers=headers, media_type=CONTENT_TYPE)
 
-    app.add_api_route(
-        path,
-        metrics,
-        methods=["GET", "HEAD"],
-        name="metrics",
-        dependencies=list(dependencies),
-        include_in_schema=include_in_schema,
-    )
+    for method, schema in (("GET", include_in_schema), ("HEAD", False)):
+        # HEAD is a route of its own, kept out of the schema: one route with both methods would
+        # give OpenAPI two operations with the same operationId.
+        app.add_api_route(
+            path,
+            metrics,
+            methods=[method],
+            name="metrics",
+            dependencies=list(dependencies),
+            include_in_schema=schema,
+            response_class=PlainTextResponse,  # what the schema says the answer is
+        )
     return collector
 
 
