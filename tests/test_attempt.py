@@ -38,8 +38,9 @@ def test_success_and_failure_are_counted_with_their_latency() -> None:
     assert failing.failed(Boom("down")).args == ("down",)
     stats = breaker.stats
     assert (stats.fires, stats.successes, stats.failures) == (2, 1, 1)
-    assert stats.percentiles[0.0] == 0.5
-    assert stats.percentiles[1.0] == 1.5
+    assert stats.latency_mean == 1.0  # exact: (0.5 + 1.5) / 2
+    assert stats.percentiles[0.0] == 0.46875  # 0.5, in the bin (0.4375, 0.5]
+    assert stats.percentiles[1.0] == 1.375  # 1.5, in the bin (1.25, 1.5]
 
 
 def test_a_second_settlement_is_ignored() -> None:

@@ -314,9 +314,9 @@ def test_a_refusal_tests_at_most_search_limit_breakers_and_moves_them_back(
     tested: list[str] = []
     forgettable = _registry._forgettable
 
-    def counting(breaker: CircuitBreaker) -> bool:
+    def counting(breaker: CircuitBreaker, shared: Any = None) -> bool:
         tested.append(breaker.name)
-        return forgettable(breaker)
+        return forgettable(breaker, shared)
 
     monkeypatch.setattr(_registry, "_forgettable", counting)
 

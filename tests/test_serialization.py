@@ -169,6 +169,21 @@ async def test_window_counts_are_restored() -> None:
     assert restored.stats == before
 
 
+def test_a_window_written_with_one_latency_per_call_is_still_read() -> None:
+    data = snapshot()
+    data["window"] = [
+        {"age": 0, "succeeded": [0.5, 2.0], "failed": [4.0], "rejects": 1, "timeouts": 1},
+        {"age": 1, "successes": 1, "latencies": {"1.0": 1}, "latency_sum": 1.0},
+    ]
+    restored = CircuitBreaker.from_dict(data, clock=FakeClock())
+    stats = restored.stats
+    assert (stats.successes, stats.failures, stats.timeouts, stats.rejects) == (3, 1, 1, 1)
+    assert stats.latency_mean == 7.5 / 4
+    # Read back in the form written now: the four latencies in their bins.
+    assert restored.to_dict()["window"][0]["latencies"] == {"0.5": 1, "2.0": 1, "4.0": 1}
+    assert restored.to_dict()["window"][1]["latencies"] == {"1.0": 1}
+
+
 async def test_restored_window_still_ages_out() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(clock=clock, error_threshold_percentage=100)
@@ -323,25 +338,58 @@ BAD_SNAPSHOTS: list[tuple[tuple[Any, ...], Any, str]] = [
         "window[0].timeouts must be at most the bucket's failures (3), got 4",
     ),
     (("window", 0, "failed"), 3, "window[0].failed must be a list of latencies, got 3"),
+    # The older form, one latency per call in "succeeded" and "failed", is still read.
     (
-        ("window", 0, "failed", 1),
-        math.nan,
+        ("window", 0, "failed"),
+        [0.1, math.nan],
         "window[0].failed[1] must be a finite number of seconds >= 0, got nan",
     ),
     (
-        ("window", 0, "failed", 1),
-        -0.5,
+        ("window", 0, "failed"),
+        [0.1, -0.5],
         "window[0].failed[1] must be a finite number of seconds >= 0, got -0.5",
     ),
     (
-        ("window", 2, "succeeded", 0),
-        "0.1",
+        ("window", 2, "succeeded"),
+        ["0.1"],
         "window[2].succeeded[0] must be a finite number of seconds >= 0, got '0.1'",
     ),
     (
-        ("window", 1, "succeeded", 0),
-        10**400,
+        ("window", 1, "succeeded"),
+        [10**400],
         f"window[1].succeeded[0] must be a finite number of seconds >= 0, got {10**400}",
+    ),
+    (
+        ("window", 0, "failures"),
+        2.5,
+        f"window[0].failures must be an integer >= 0 and <= {MAX_EXACT}, got 2.5",
+    ),
+    (
+        ("window", 0, "latencies"),
+        3,
+        "window[0].latencies must be an object of counts by bin, got 3",
+    ),
+    (
+        ("window", 0, "latencies"),
+        {"0.3": 3},
+        "window[0].latencies has the unknown bin '0.3'; a bin is named by its upper bound in "
+        'seconds, "9.5367431640625e-07" to "1024.0", or "+Inf"',
+    ),
+    (
+        ("window", 0, "latencies"),
+        {"+Inf": 2},
+        "window[0].latencies must hold one latency per success and failure (3), got 2",
+    ),
+    (
+        ("window", 0, "latencies", "9.5367431640625e-07"),
+        -1,
+        f"window[0].latencies['9.5367431640625e-07'] must be an integer >= 0 and "
+        f"<= {MAX_EXACT}, got -1",
+    ),
+    (
+        ("window", 0, "latency_sum"),
+        math.nan,
+        "window[0].latency_sum must be a finite number of seconds >= 0, got nan",
     ),
     (
         ("options", "timeout"),
@@ -379,8 +427,9 @@ def test_unknown_keys_are_refused_where_they_are() -> None:
         (
             ("window", 1),
             "rejected",
-            "unknown key 'rejected' in window[1]; the keys are: age, "
-            "succeeded, failed, rejects, timeouts, fallbacks, semaphore_rejections, cancelled",
+            "unknown key 'rejected' in window[1]; the keys are: age, successes, failures, "
+            "latencies, latency_sum, rejects, timeouts, fallbacks, semaphore_rejections, "
+            "cancelled, succeeded, failed",
         ),
         (
             ("options",),

@@ -207,17 +207,18 @@ async def test_latencies_one_to_ten_seconds() -> None:
     stats = breaker.stats
     assert (stats.successes, stats.failures) == (5, 5)
     assert stats.latency_mean == 5.5
-    # Opossum's rule by hand, n = 10: p=0 is the minimum, else sorted[ceil(p*10) - 1].
+    # Opossum's rule by hand, n = 10: p=0 is the minimum, else sorted[ceil(p*10) - 1]; each
+    # read as the middle of its bin, (lower bound, upper bound], four bins per power of two.
     assert stats.percentiles == {
-        0.0: 1.0,  # min
-        0.25: 3.0,  # ceil(2.5) = 3 -> sorted[2]
-        0.5: 5.0,  # ceil(5.0) = 5 -> sorted[4]
-        0.75: 8.0,  # ceil(7.5) = 8 -> sorted[7]
-        0.9: 9.0,  # ceil(9.0) = 9 -> sorted[8]
-        0.95: 10.0,  # ceil(9.5) = 10 -> sorted[9]
-        0.99: 10.0,  # ceil(9.9) = 10
-        0.995: 10.0,  # ceil(9.95) = 10
-        1.0: 10.0,  # ceil(10) = 10
+        0.0: 0.9375,  # min 1.0, in (0.875, 1]
+        0.25: 2.75,  # ceil(2.5) = 3 -> sorted[2] = 3.0, in (2.5, 3]
+        0.5: 4.5,  # ceil(5.0) = 5 -> sorted[4] = 5.0, in (4, 5]
+        0.75: 7.5,  # ceil(7.5) = 8 -> sorted[7] = 8.0, in (7, 8]
+        0.9: 9.0,  # ceil(9.0) = 9 -> sorted[8] = 9.0, in (8, 10]
+        0.95: 9.0,  # ceil(9.5) = 10 -> sorted[9] = 10.0, in (8, 10]
+        0.99: 9.0,
+        0.995: 9.0,
+        1.0: 9.0,
     }
 
 
@@ -228,17 +229,17 @@ async def test_latencies_of_three_calls() -> None:
 
     stats = breaker.stats
     assert stats.latency_mean == pytest.approx(6.5 / 3)
-    # n = 3, sorted [0.5, 2.0, 4.0].
+    # n = 3, sorted [0.5, 2.0, 4.0], in (0.4375, 0.5], (1.75, 2] and (3.5, 4].
     assert stats.percentiles == {
-        0.0: 0.5,
-        0.25: 0.5,  # ceil(0.75) = 1 -> sorted[0]
-        0.5: 2.0,  # ceil(1.5) = 2 -> sorted[1]
-        0.75: 4.0,  # ceil(2.25) = 3 -> sorted[2]
-        0.9: 4.0,
-        0.95: 4.0,
-        0.99: 4.0,
-        0.995: 4.0,
-        1.0: 4.0,
+        0.0: 0.46875,
+        0.25: 0.46875,  # ceil(0.75) = 1 -> sorted[0]
+        0.5: 1.875,  # ceil(1.5) = 2 -> sorted[1]
+        0.75: 3.75,  # ceil(2.25) = 3 -> sorted[2]
+        0.9: 3.75,
+        0.95: 3.75,
+        0.99: 3.75,
+        0.995: 3.75,
+        1.0: 3.75,
     }
 
 
@@ -258,7 +259,7 @@ async def test_rejections_have_no_latency() -> None:
     with pytest.raises(CircuitOpenError):
         await breaker.call(ok)
     assert breaker.stats.latency_mean == 3.0
-    assert set(breaker.stats.percentiles.values()) == {3.0}
+    assert set(breaker.stats.percentiles.values()) == {2.75}  # 3.0 is in (2.5, 3]
 
 
 # ------------------------------------------------------------------ the frozen view
@@ -289,7 +290,7 @@ async def test_to_dict_is_json_serialisable() -> None:
     assert decoded["error_percentage"] == 50.0
     assert decoded["latency_mean"] == 1.5
     assert decoded["percentiles"] == {str(p): v for p, v in breaker.stats.percentiles.items()}
-    assert decoded["percentiles"]["0.5"] == 1.0
+    assert decoded["percentiles"]["0.5"] == 0.9375  # 1.0, in (0.875, 1]
 
 
 # ------------------------------------------------------------------ rotation
