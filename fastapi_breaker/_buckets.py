@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
-from ._histogram import BINS, LATENCY_BOUNDS, Fold, fold
+from ._histogram import LATENCY_BOUNDS, Fold, fold
 from ._options import check_keys, shown
 
 __all__ = ["BUCKET_KEYS", "MAX_EXACT_COUNT", "Bucket", "Totals", "parse_window"]
@@ -126,7 +127,7 @@ class Bucket:
     def to_dict(self) -> dict[str, Any]:
         """Counts and latency bins. Under the core's lock (it settles the bucket)."""
         done = self.settle()
-        counts = {} if done is None else done.counts
+        counts = {} if done is None else done.sparse()
         return {
             "successes": self.done_successes,
             "failures": self.done_failures,
@@ -186,12 +187,9 @@ class Totals:
         twin.transitions = dict(self.transitions)
         return twin
 
-    def dense(self) -> list[int]:
-        """The latency bins as a list of `BINS` counts."""
-        counts = [0] * BINS
-        for index, count in self.latency.counts.items():
-            counts[index] = count
-        return counts
+    def dense(self) -> Sequence[int]:
+        """The latency bins, `BINS` counts."""
+        return self.latency.dense()
 
 
 def parse_window(value: object, size: int) -> list[Bucket]:
@@ -247,6 +245,7 @@ def _bins(where: str, entry: dict[str, Any], calls: int) -> Fold | None:
     if not isinstance(bins, dict):
         raise ValueError(f"{where}.latencies must be an object of counts by bin, got {shown(bins)}")
     done = Fold()
+    binned = 0
     for name, count in bins.items():
         index = _BIN_OF_NAME.get(name) if isinstance(name, str) else None
         if index is None:
@@ -254,8 +253,9 @@ def _bins(where: str, entry: dict[str, Any], calls: int) -> Fold | None:
                 f"{where}.latencies has the unknown bin {shown(name)}; a bin is named by its "
                 f'upper bound in seconds, "{_BIN_NAMES[0]}" to "{_BIN_NAMES[-2]}", or "+Inf"'
             )
-        done.counts[index] = _count(f"{where}.latencies[{name!r}]", count)
-    binned = sum(done.counts.values())
+        count = _count(f"{where}.latencies[{name!r}]", count)
+        done.count(index, count)
+        binned += count
     if binned != calls:
         raise ValueError(
             f"{where}.latencies must hold one latency per success and failure ({calls}), "

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._histogram import BINS, LATENCY_BOUNDS
+from ._histogram import LATENCY_BOUNDS
 from ._options import BreakerOptions
 from ._state import State
 from ._stats import Stats
@@ -119,9 +119,7 @@ def read_metrics(breaker: BreakerBase) -> BreakerMetrics:
     else:
         label = state.value
     totals = core.totals()
-    counts = [0] * BINS
-    for index, count in totals.latency.counts.items():
-        counts[index] = count
+    counts = totals.dense()
     return BreakerMetrics(
         name=breaker.name,
         state=label,

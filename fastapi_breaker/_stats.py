@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ._histogram import estimate
+from ._histogram import estimates
 
 __all__ = ["PERCENTILES", "Stats", "percentile"]
 
@@ -69,7 +69,7 @@ class Stats:
     ) -> Stats:
         """From counts and latency bins (`_histogram`), as many as `BINS`, however many calls."""
         counted = successes + failures
-        latencies = sum(latency_counts)
+        latencies = successes + failures
         return cls(
             fires=counted + rejects + semaphore_rejections + cancelled,
             successes=successes,
@@ -80,7 +80,7 @@ class Stats:
             semaphore_rejections=semaphore_rejections,
             error_percentage=100.0 * failures / counted if counted else 0.0,
             latency_mean=latency_sum / latencies if latencies else 0.0,
-            percentiles={p: estimate(latency_counts, p) for p in PERCENTILES},
+            percentiles=dict(zip(PERCENTILES, estimates(latency_counts, PERCENTILES), strict=True)),
         )
 
     def to_dict(self) -> dict[str, Any]:
