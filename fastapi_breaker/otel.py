@@ -57,12 +57,13 @@ __all__ = ["SCOPE_NAME", "Instrumentation", "instrument"]
 
 SCOPE_NAME = "fastapi_breaker"  # the instrumentation scope of every instrument
 
+# Span event attributes are namespaced: a tracing backend indexes them beside every other
+# attribute of the span. Metric attributes are the Prometheus collector's label names (`name`,
+# `state`, `outcome`, ...), so that metrics exported through the OpenTelemetry Collector to
+# Prometheus give the same `circuit_breaker_state{name,state}` and
+# `circuit_breaker_transitions_total{name,from_state,to_state}` series as the collector does.
 _NAME = "circuit_breaker.name"
 _STATE = "circuit_breaker.state"
-_OUTCOME = "circuit_breaker.outcome"
-_QUANTILE = "circuit_breaker.quantile"
-_FROM_STATE = "circuit_breaker.from_state"
-_TO_STATE = "circuit_breaker.to_state"
 _RETRY_AFTER = "circuit_breaker.retry_after"
 _TIMEOUT = "circuit_breaker.timeout"
 _CAPACITY = "circuit_breaker.capacity"
@@ -97,9 +98,9 @@ _SETTINGS: tuple[tuple[str, str, str, Callable[[BreakerOptions], float | None]],
         lambda o: o.volume_threshold,
     ),
     (
-        "circuit_breaker.window_length",
+        "circuit_breaker.window",
         "s",
-        "Seconds of calls the rolling window holds",
+        "The rolling window's length in seconds",
         lambda o: o.rolling_count_timeout,
     ),
     (
@@ -120,29 +121,30 @@ _SETTINGS: tuple[tuple[str, str, str, Callable[[BreakerOptions], float | None]],
 def _states(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
         for state in METRIC_STATES:
-            yield Observation(1 if state == m.state else 0, {_NAME: m.name, _STATE: state})
+            yield Observation(1 if state == m.state else 0, {"name": m.name, "state": state})
 
 
 def _calls(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
         for outcome in CALL_OUTCOMES:
-            yield Observation(m.calls[outcome], {_NAME: m.name, _OUTCOME: outcome})
+            yield Observation(m.calls[outcome], {"name": m.name, "outcome": outcome})
 
 
 def _call_time(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
-        yield Observation(m.latency.sum, {_NAME: m.name})
+        yield Observation(m.latency.sum, {"name": m.name})
 
 
 def _transitions(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
         for (before, after), count in m.transitions.items():
-            yield Observation(count, {_NAME: m.name, _FROM_STATE: before, _TO_STATE: after})
+            attributes = {"name": m.name, "from_state": before, "to_state": after}
+            yield Observation(count, attributes)
 
 
 def _failure_rate(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
-        yield Observation(m.window.error_percentage / 100, {_NAME: m.name})
+        yield Observation(m.window.error_percentage / 100, {"name": m.name})
 
 
 def _latency(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
@@ -152,7 +154,7 @@ def _latency(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
         if window.successes + window.failures == 0:
             continue
         for quantile, label in _QUANTILES.items():
-            yield Observation(window.percentiles[quantile], {_NAME: m.name, _QUANTILE: label})
+            yield Observation(window.percentiles[quantile], {"name": m.name, "quantile": label})
 
 
 def _setting(read: Callable[[BreakerOptions], float | None]) -> _Observe:
@@ -160,7 +162,7 @@ def _setting(read: Callable[[BreakerOptions], float | None]) -> _Observe:
         for m in snapshot:
             value = read(m.options)
             if value is not None:
-                yield Observation(value, {_NAME: m.name})
+                yield Observation(value, {"name": m.name})
 
     return observe
 

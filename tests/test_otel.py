@@ -71,7 +71,7 @@ class Setup:
                 assert scope.scope.name == SCOPE_NAME
                 for metric in scope.metrics:
                     found[metric.name] = {
-                        tuple((p.attributes or {}).values()): p.value  # type: ignore[union-attr]
+                        tuple((p.attributes or {}).values()): p.value
                         for p in metric.data.data_points
                     }
         return found
@@ -140,7 +140,7 @@ def settings(name: str, *, timeout: float | None = 1.0) -> Points:
     return {
         "circuit_breaker.failure_rate_threshold": {(name,): 0.5},
         "circuit_breaker.volume_threshold": {(name,): 0},
-        "circuit_breaker.window_length": {(name,): 10.0},
+        "circuit_breaker.window": {(name,): 10.0},
         "circuit_breaker.reset_timeout": {(name,): 10.0},
         "circuit_breaker.call_timeout": timeouts,
     }
@@ -230,28 +230,40 @@ def test_instruments_through_closed_open_half_open_closed(setup: Setup) -> None:
     assert points["circuit_breaker.call_time"] == {("auth",): 2.4375}
 
 
-def test_instrument_kinds_units_and_descriptions(setup: Setup) -> None:
+def test_instrument_kinds_units_and_attributes(setup: Setup) -> None:
     setup.instrument(span_events=False)
-    setup.takes("auth", 0.25)
+    trip(setup)
     data = setup.reader.get_metrics_data()
     assert data is not None
     (scope,) = data.resource_metrics[0].scope_metrics
     assert (scope.scope.name, scope.scope.version) == ("fastapi_breaker", "0.1.0.dev0")
     shapes = {
-        m.name: (type(m.data).__name__, getattr(m.data, "is_monotonic", None), m.unit)
+        m.name: (
+            type(m.data).__name__,
+            getattr(m.data, "is_monotonic", None),
+            m.unit,
+            {tuple(p.attributes or {}) for p in m.data.data_points},
+        )
         for m in scope.metrics
     }
+    named = {("name",)}
     assert shapes == {
-        "circuit_breaker.state": ("Sum", False, "{breaker}"),
-        "circuit_breaker.calls": ("Sum", True, "{call}"),
-        "circuit_breaker.call_time": ("Sum", True, "s"),
-        "circuit_breaker.failure_rate": ("Gauge", None, "1"),
-        "circuit_breaker.call_latency": ("Gauge", None, "s"),
-        "circuit_breaker.failure_rate_threshold": ("Gauge", None, "1"),
-        "circuit_breaker.volume_threshold": ("Gauge", None, "{call}"),
-        "circuit_breaker.window_length": ("Gauge", None, "s"),
-        "circuit_breaker.reset_timeout": ("Gauge", None, "s"),
-        "circuit_breaker.call_timeout": ("Gauge", None, "s"),
+        "circuit_breaker.state": ("Sum", False, "{breaker}", {("name", "state")}),
+        "circuit_breaker.calls": ("Sum", True, "{call}", {("name", "outcome")}),
+        "circuit_breaker.call_time": ("Sum", True, "s", named),
+        "circuit_breaker.transitions": (
+            "Sum",
+            True,
+            "{transition}",
+            {("name", "from_state", "to_state")},
+        ),
+        "circuit_breaker.failure_rate": ("Gauge", None, "1", named),
+        "circuit_breaker.call_latency": ("Gauge", None, "s", {("name", "quantile")}),
+        "circuit_breaker.failure_rate_threshold": ("Gauge", None, "1", named),
+        "circuit_breaker.volume_threshold": ("Gauge", None, "{call}", named),
+        "circuit_breaker.window": ("Gauge", None, "s", named),
+        "circuit_breaker.reset_timeout": ("Gauge", None, "s", named),
+        "circuit_breaker.call_timeout": ("Gauge", None, "s", named),
     }
     assert all(m.description for m in scope.metrics)
 
@@ -584,7 +596,7 @@ def test_the_global_meter_provider_may_be_set_after_instrument() -> None:
         data = reader.get_metrics_data()
         (scope,) = data.resource_metrics[0].scope_metrics
         calls = {m.name: m for m in scope.metrics}["circuit_breaker.calls"]
-        print(sorted((dict(p.attributes)["circuit_breaker.outcome"], p.value)
+        print(sorted((dict(p.attributes)["outcome"], p.value)
                      for p in calls.data.data_points))
         """
     )
