@@ -320,15 +320,17 @@ class BreakerCore(Transitions):
         with self._lock:
             return self.window.totals()
 
-    def describe(self, now: float) -> tuple[float, float | None]:
+    def describe(self, now: float) -> tuple[float, float | None, bool]:
         """(the window's error percentage, seconds until a call would be admitted or None while
-        closed), as they stand: no transition is made, so a transition's log may read them."""
+        closed, whether the fleet holds this state), as they stand: no transition is made, so
+        a transition's log may read them."""
         with self._lock:
             successes, failures = self.window.outcome_counts(now)
             counted = successes + failures
             percentage = 100.0 * failures / counted if counted else 0.0
             retry = None if self.state is State.CLOSED else self._retry_after(now)
-            return percentage, retry
+            fleet = self.fleet
+            return percentage, retry, fleet is not None and fleet.held
 
     def window_list(self, now: float) -> list[dict[str, object]]:
         with self._lock:

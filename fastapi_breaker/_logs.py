@@ -2,7 +2,8 @@
 
 Opening and going half-open are WARNINGs (someone may need to look), closing is INFO. Each
 record carries structured fields for log pipelines: `breaker`, `from_state`, `to_state`,
-`error_percentage` and `retry_after`. A breaker named after a URL (the httpx transports name
+`error_percentage` (this process's window) and `retry_after`; an open that a fleet coordinator
+decided says so, since this process's own window may hold no failure. A breaker named after a URL (the httpx transports name
 one per host) is written without the URL's credentials, query or fragment.
 """
 
@@ -47,12 +48,14 @@ def log_move(breaker: BreakerBase, move: Move, now: float) -> None:
     level = _LEVELS[move]
     if not logger.isEnabledFor(level):
         return
-    percentage, retry_after = breaker.core.describe(now)
+    percentage, retry_after, by_fleet = breaker.core.describe(now)
     name = loggable_name(breaker.name)
     if move == "close":
         detail = ""
     elif move == "open":
-        detail = f" at {percentage:.1f}% errors; next trial in {retry_after or 0.0:.3g} s"
+        # A fleet's open is decided from every process's counts, not this one's window.
+        why = "as its fleet decided" if by_fleet else f"at {percentage:.1f}% errors"
+        detail = f" {why}; next trial in {retry_after or 0.0:.3g} s"
     else:
         detail = "; a trial call may pass"
     logger.log(

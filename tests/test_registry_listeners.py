@@ -157,3 +157,18 @@ def test_a_url_names_credentials_and_query_never_reach_the_log(
     assert "secret" not in record.getMessage()
     assert "token" not in record.getMessage()
     assert repr(logged) in record.getMessage()
+
+
+def test_an_open_the_fleet_decided_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    breaker = BreakerRegistry(clock=clock).get("auth")
+    caplog.set_level(logging.INFO, logger="fastapi_breaker")
+    breaker.core.link_fleet()
+    moves: list[str] = []
+    breaker.core.follow("open", clock(), clock() + 20.0, moves)
+    breaker.announce(moves)
+    (record,) = [r for r in caplog.records if r.name == "fastapi_breaker"]
+    assert record.getMessage() == (
+        "circuit breaker 'auth' opened (closed -> open) as its fleet decided; next trial in 20 s"
+    )
+    assert record.error_percentage == 0.0  # type: ignore[attr-defined]
