@@ -307,6 +307,19 @@ def test_breakers_made_after_instrument_and_several_registries_are_reported(
     other.shutdown()
 
 
+def test_breakers_rebuilt_after_a_shutdown_are_reported_and_heard(setup: Setup) -> None:
+    setup.instrument()
+    setup.takes("auth", 0.25)
+    setup.registry.shutdown()  # as an app's lifespan ends: the next get() makes a new breaker
+    with setup.tracer.start_as_current_span("request"):
+        trip(setup)
+    assert setup.points()["circuit_breaker.calls"] == calls("auth", success=1, failure=1, timeout=1)
+    assert [event for _, event, _ in setup.events()] == [
+        "circuit_breaker.timeout",
+        "circuit_breaker.state_change",
+    ]
+
+
 def test_uninstrument_stops_the_callbacks_and_a_new_instrument_reports_again(
     setup: Setup,
 ) -> None:
