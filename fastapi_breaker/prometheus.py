@@ -31,6 +31,7 @@ the same text itself (`BreakerCollector.render()`, tested equal byte for byte).
 
 import gzip
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -134,6 +135,7 @@ class BreakerCollector(Collector):
         self.registry = registry
         self.buckets = _check_buckets(buckets)
         self._le = [_number(bound) for bound in self.buckets]
+        self._text = _Text(self.buckets, self._le)
 
     def __repr__(self) -> str:
         return f"<BreakerCollector registry={self.registry!r} buckets={len(self.buckets)}>"
@@ -152,7 +154,7 @@ class BreakerCollector(Collector):
         registry is found at request time).
         """
         source = self.registry if registry is None else registry
-        return _render(self._read(source), self.buckets, self._le)
+        return self._text.render(self._read(source))
 
     def _read(self, registry: BreakerSource) -> list[BreakerMetrics]:
         return [breaker.metrics() for breaker in registry.breakers().values()]
@@ -357,9 +359,26 @@ def _escape(value: str) -> str:
 
 def _count(value: float) -> str:
     # _number's text for a count, without its repr() and search in the usual case.
-    if type(value) is int and 0 <= value < 1_000_000:
+    if type(value) is int and 0 <= value < _EXPONENT:
         return f"{value}.0"
     return _number(value)
+
+
+# From a million up, _number writes a count with an exponent (1.234567e+06), as Go does.
+_EXPONENT = 1_000_000
+
+
+def _templates(families: str | list[str], labels: list[str]) -> list[str]:
+    """Lines of `families` (one, or one per line) with `labels`: the "%d.0" and "%s" forms."""
+    if isinstance(families, str):
+        families = [families] * len(labels)
+    pairs = list(zip(families, labels, strict=True))
+    return ["".join(f"{f}{{{label}}} {value}\n" for f, label in pairs) for value in ("%d.0", "%s")]
+
+
+def _fill(templates: list[str], counts: tuple[int, ...], most: int) -> str:
+    fast, general = templates
+    return fast % counts if most < _EXPONENT else general % tuple(map(_count, counts))
 
 
 def _header(name: str, kind: str, help_key: str) -> str:
@@ -367,58 +386,105 @@ def _header(name: str, kind: str, help_key: str) -> str:
     return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
 
 
-def _render(all_metrics: list[BreakerMetrics], buckets: tuple[float, ...], le: list[str]) -> bytes:
-    """The exposition of `all_metrics`, line for line what `generate_latest` writes.
+_NAME = "\x00"  # where a template takes the breaker's name, put in after the values
 
-    Families in the same order, samples in the same order, labels sorted by name as
-    generate_latest sorts them, numbers in `_number`'s text.
+
+class _Text:
+    """Writes the exposition line for line as `generate_latest` does: families and samples in
+    the same order, labels sorted by name, numbers in `_number`'s text.
+
+    Each family has a template of one breaker's lines, filled with one `%` for the values and
+    one `replace` for the name: a thousand breakers' 41,000 lines take a few milliseconds,
+    where a format per line took four times as long. The name goes in last, so that a `%` in
+    it is only text (and the values never hold the placeholder).
     """
-    names = [_escape(_label(metrics.name)) for metrics in all_metrics]
-    out: list[str] = [_header("circuit_breaker_state", "gauge", "state")]
-    for name, metrics in zip(names, all_metrics, strict=True):
-        for one in METRIC_STATES:
-            flag = "1.0" if one == metrics.state else "0.0"
-            out.append(f'circuit_breaker_state{{name="{name}",state="{one}"}} {flag}\n')
 
-    out.append(_header("circuit_breaker_calls_total", "counter", "calls"))
-    for name, metrics in zip(names, all_metrics, strict=True):
-        calls = metrics.calls
-        for outcome in CALL_OUTCOMES:
-            out.append(
-                f'circuit_breaker_calls_total{{name="{name}",outcome="{outcome}"}} '
-                f"{_count(calls[outcome])}\n"
+    def __init__(self, buckets: tuple[float, ...], le: list[str]) -> None:
+        name = f'name="{_NAME}"'
+        self.state = {
+            current: "".join(
+                f'circuit_breaker_state{{{name},state="{one}"}} '
+                f"{'1.0' if one == current else '0.0'}\n"
+                for one in METRIC_STATES
             )
-
-    family = "circuit_breaker_call_duration_seconds"
-    out.append(_header(family, "histogram", "duration"))
-    for name, metrics in zip(names, all_metrics, strict=True):
-        latency = metrics.latency
-        for bound, count in zip(le, latency.cumulative(buckets), strict=True):
-            out.append(f'{family}_bucket{{le="{bound}",name="{name}"}} {_count(count)}\n')
-        total = _count(latency.count)
-        out.append(f'{family}_bucket{{le="+Inf",name="{name}"}} {total}\n')
-        out.append(f'{family}_count{{name="{name}"}} {total}\n')
-        out.append(f'{family}_sum{{name="{name}"}} {_number(latency.sum)}\n')
-
-    out.append(_header("circuit_breaker_failure_rate", "gauge", "failure_rate"))
-    for name, metrics in zip(names, all_metrics, strict=True):
-        rate = _number(metrics.window.error_percentage)
-        out.append(f'circuit_breaker_failure_rate{{name="{name}"}} {rate}\n')
-
-    out.append(_header("circuit_breaker_transitions_total", "counter", "transitions"))
-    for name, metrics in zip(names, all_metrics, strict=True):
-        for (source, target), count in _transitions(metrics):
-            out.append(
-                f'circuit_breaker_transitions_total{{from_state="{source}",name="{name}",'
-                f'to_state="{target}"}} {_count(count)}\n'
+            for current in METRIC_STATES
+        }
+        # Each template of counts in two forms: "%d.0" takes the ints themselves, which is
+        # _number's text below a million; "%s" takes _count's text, for any count.
+        self.calls = _templates(
+            "circuit_breaker_calls_total", [f'{name},outcome="{o}"' for o in CALL_OUTCOMES]
+        )
+        family = "circuit_breaker_call_duration_seconds"
+        self.duration = [
+            template + f"{family}_sum{{{name}}} %s\n"
+            for template in _templates(
+                [f"{family}_bucket"] * (len(le) + 1) + [f"{family}_count"],
+                [f'le="{bound}",{name}' for bound in [*le, "+Inf"]] + [name],
             )
+        ]
+        # The bins of LATENCY_BOUNDS whose running totals are the buckets' counts.
+        self.bins = operator.itemgetter(*[LATENCY_BOUNDS.index(bound) for bound in buckets])
+        self.transitions = _templates(
+            "circuit_breaker_transitions_total",
+            [f'from_state="{a}",{name},to_state="{b}"' for a, b in _TRANSITIONS],
+        )
 
-    for key, read in _SETTINGS:
-        family = f"circuit_breaker_{key}"
-        out.append(_header(family, "gauge", key))
-        for name, metrics in zip(names, all_metrics, strict=True):
-            out.append(f'{family}{{name="{name}"}} {_number(read(metrics.options))}\n')
-    return "".join(out).encode("utf-8")
+    def render(self, all_metrics: list[BreakerMetrics]) -> bytes:
+        names = [_escape(_label(metrics.name)) for metrics in all_metrics]
+        pairs = list(zip(names, all_metrics, strict=True))
+        out = [_header("circuit_breaker_state", "gauge", "state")]
+        out += [self.state[metrics.state].replace(_NAME, name) for name, metrics in pairs]
+
+        out.append(_header("circuit_breaker_calls_total", "counter", "calls"))
+        for name, metrics in pairs:
+            values = tuple(map(metrics.calls.__getitem__, CALL_OUTCOMES))
+            out.append(_fill(self.calls, values, max(values)).replace(_NAME, name))
+
+        out.append(_header("circuit_breaker_call_duration_seconds", "histogram", "duration"))
+        bins = self.bins
+        for name, metrics in pairs:
+            latency = metrics.latency
+            running = list(itertools.accumulate(latency.counts))
+            picked = bins(running)
+            total = running[-1]
+            values = (*picked, total, total) if type(picked) is tuple else (picked, total, total)
+            fast, general = self.duration
+            if total < _EXPONENT:
+                text = fast % (*values, _number(latency.sum))
+            else:
+                text = general % (*map(_count, values), _number(latency.sum))
+            out.append(text.replace(_NAME, name))
+
+        out.append(_header("circuit_breaker_failure_rate", "gauge", "failure_rate"))
+        for name, metrics in pairs:
+            rate = _number(metrics.window.error_percentage)
+            out.append(f'circuit_breaker_failure_rate{{name="{name}"}} {rate}\n')
+
+        out.append(_header("circuit_breaker_transitions_total", "counter", "transitions"))
+        transitions = self.transitions
+        for name, metrics in pairs:
+            counted = metrics.transitions
+            values = tuple(counted.get(key, 0) for key in _TRANSITIONS)
+            out.append(_fill(transitions, values, max(values)).replace(_NAME, name))
+            for (source, target), count in _transitions(metrics)[len(_TRANSITIONS) :]:
+                out.append(
+                    f'circuit_breaker_transitions_total{{from_state="{source}",name="{name}",'
+                    f'to_state="{target}"}} {_count(count)}\n'
+                )
+
+        # Breakers made from equal settings share one options object: each is written once.
+        settings: dict[int, list[str]] = {}
+        for metrics in all_metrics:
+            options = metrics.options
+            if id(options) not in settings:
+                settings[id(options)] = [_number(read(options)) for _, read in _SETTINGS]
+        for index, (key, _) in enumerate(_SETTINGS):
+            family = f"circuit_breaker_{key}"
+            out.append(_header(family, "gauge", key))
+            for name, metrics in pairs:
+                value = settings[id(metrics.options)][index]
+                out.append(f'{family}{{name="{name}"}} {value}\n')
+        return "".join(out).encode("utf-8")
 
 
 def _accepts_gzip(header: str) -> bool:

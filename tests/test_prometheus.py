@@ -8,12 +8,14 @@ have, so that a missing, extra or wrong sample fails the comparison.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -23,7 +25,15 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from example_app.servers import LoopbackServer
-from fastapi_breaker import BreakerRegistry, CapacityExceededError, CircuitBreaker
+from fastapi_breaker import (
+    LATENCY_BOUNDS,
+    BreakerMetrics,
+    BreakerOptions,
+    BreakerRegistry,
+    CapacityExceededError,
+    CircuitBreaker,
+    LatencyHistogram,
+)
 from fastapi_breaker.fastapi import get_registry, setup_breakers
 from fastapi_breaker.prometheus import (
     CONTENT_TYPE,
@@ -355,6 +365,7 @@ NAMES = [
     "ünïcødé ✓",
     "lone\udc80surrogate",
     "tab\tand space",
+    "per%cent %s %(name)s",
 ]
 
 
@@ -369,15 +380,54 @@ async def test_render_writes_what_generate_latest_writes() -> None:
             await fail_with(breaker, clock, SLOW)
     registry.get(NAMES[3]).force_open()
     registry.get(NAMES[4]).disable()
-    # Counts past a million, where the text switches to exponents (1.234567e+06).
-    big = registry.get("big")
-    for _ in range(1_234_567 // 1000):
-        await big.call(taking(clock, 0))
-    collector = BreakerCollector(registry)
+    for buckets in (DEFAULT_BUCKETS, (1.0,), (2**-20, 0.09375, 1024.0)):
+        collector = BreakerCollector(registry, buckets=buckets)
+        prometheus = CollectorRegistry()
+        prometheus.register(collector)
+
+        assert collector.render() == generate_latest(prometheus)
+
+
+class StandIn:
+    """A breaker as the collector sees it: only `metrics()`, here with made-up values."""
+
+    def __init__(self, metrics: BreakerMetrics) -> None:
+        self.metrics = lambda: metrics
+
+
+def test_render_writes_what_generate_latest_writes_past_a_million() -> None:
+    # Counts from a million up are written with exponents (1.234567e+06), and a transition
+    # outside the usual five gets a series of its own.
+    stats = BreakerRegistry().get("x").stats
+    many = {outcome: 1_234_567 + index for index, outcome in enumerate(OUTCOMES)}
+    counts = [0] * (len(LATENCY_BOUNDS) + 1)
+    counts[5], counts[60], counts[-1] = 999_999, 3_000_000, 7
+    transitions = {("closed", "open"): 2_000_000, ("closed", "half_open"): 1}
+    big = BreakerMetrics(
+        name="big",
+        state="half_open",
+        calls=many,
+        latency=LatencyHistogram(tuple(counts), 123456.789),
+        transitions=transitions,
+        window=stats,
+        retry_after=None,
+        options=BreakerOptions(timeout=None, volume_threshold=1_000_000),
+    )
+    small = dataclasses.replace(big, name="small", calls=dict.fromkeys(OUTCOMES, 999_999))
+    source = {"big": StandIn(big), "small": StandIn(small)}
+    collector = BreakerCollector(SimpleNamespace(breakers=lambda: source))
     prometheus = CollectorRegistry()
     prometheus.register(collector)
+    text = collector.render()
 
-    assert collector.render() == generate_latest(prometheus)
+    assert text == generate_latest(prometheus)
+    assert b'circuit_breaker_calls_total{name="big",outcome="success"} 1.234567e+06\n' in text
+    assert b'circuit_breaker_calls_total{name="small",outcome="success"} 999999.0\n' in text
+    assert b'_count{name="big"} 4.000006e+06\n' in text
+    assert (
+        b'circuit_breaker_transitions_total{from_state="closed",name="big",to_state="half_open"}'
+        b" 1.0\n" in text
+    )
 
 
 def test_names_are_label_values_as_they_are_surrogates_as_text() -> None:
@@ -387,7 +437,7 @@ def test_names_are_label_values_as_they_are_surrogates_as_text() -> None:
     found = series(BreakerCollector(registry).render().decode())
     names = {dict(labels)["name"] for _, labels in found}
 
-    assert names == {*NAMES[:5], "lone\\udc80surrogate", NAMES[6]}
+    assert names == {*NAMES[:5], "lone\\udc80surrogate", *NAMES[6:]}
 
 
 # ------------------------------------------------------------------------- bad buckets

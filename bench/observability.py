@@ -1,0 +1,373 @@
+"""Observability costs: a call with the Prometheus collector, `stats` at any traffic, a scrape.
+
+    python -m bench.observability [--quick] [--rounds R] [--breakers N]
+
+(a) `await breaker.call(noop)` on a closed breaker whose registry has the Prometheus collector
+    registered (scraped once per round, outside the timed loop) and the engine's transition
+    logging (on by default), against the same breaker in a registry without the collector, and
+    a bare `await noop()`: interleaved rounds of 2,000 calls. The figure is the ratio of the
+    overheads over the bare call (median of the per-round ratios, with a 95% interval).
+(b) `breaker.stats` and `breaker.metrics()` with 10 and with 1,000,000 calls in the rolling
+    window (10 s in 10 buckets; a fake clock spreads the calls over 9.9 s, each taking 1-9 us
+    by that clock). The first read after filling folds the window's latencies into bins and
+    is reported apart; then interleaved rounds of 200 reads of each.
+(c) One scrape of 1,000 breakers with history (80% successes; every 10th opened): the
+    collector's `render()` and prometheus_client's `generate_latest` in this process, then
+    `GET /metrics` over HTTP from a uvicorn subprocess (`mount_metrics`), gzipped as
+    Prometheus asks for it and plain, one request at a time.
+Results: bench/results/observability-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import gzip
+import logging
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, generate_latest
+
+from bench.apps import HEALTH_OPTIONS, populate
+from bench.processes import UvicornProcess
+from bench.report import Run, goal, heading, median_interval, timed, verdict_lines, versions
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, State
+from fastapi_breaker.fastapi import setup_breakers
+from fastapi_breaker.prometheus import BreakerCollector, mount_metrics
+from fastapi_breaker.testing import FakeClock
+
+CALLS = 2_000  # per timed sample in (a)
+READS = 200  # per timed sample in (b)
+FULL = 1_000_000  # calls in the full window of (b)
+
+
+async def noop() -> None:
+    return None
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+# ------------------------------------------------------------------- (a) the call overhead
+
+
+async def call_overhead(rounds: int) -> dict[str, Any]:
+    scraped = BreakerRegistry()
+    collector = BreakerCollector(scraped)
+    CollectorRegistry().register(collector)
+    breakers = {
+        "collector": scraped.get("downstream"),
+        "plain": BreakerRegistry().get("downstream"),
+    }
+
+    def calling(breaker: CircuitBreaker) -> Callable[[int], Awaitable[None]]:
+        async def run(n: int) -> None:
+            for _ in range(n):
+                await breaker.call(noop)
+
+        return run
+
+    async def bare(n: int) -> None:
+        for _ in range(n):
+            await noop()
+
+    loops = {"bare": bare, **{key: calling(breaker) for key, breaker in breakers.items()}}
+    keys = list(loops)
+    for key in keys:
+        await timed(loops[key], 1_000)  # warm-up
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    for index in range(rounds):
+        collector.render()  # a scrape between samples, as Prometheus would make
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].append(await timed(loops[key], CALLS))
+    for key, breaker in breakers.items():
+        if breaker.state is not State.CLOSED or breaker.stats.failures or breaker.listening:
+            raise RuntimeError(f"the {key} breaker is not a clean closed one: {breaker!r}")
+    over = {
+        key: [s - b for s, b in zip(samples[key], samples["bare"], strict=True)] for key in breakers
+    }
+    ratios = [c / p for c, p in zip(over["collector"], over["plain"], strict=True)]
+    low, high = median_interval([ratios])
+    return {
+        "calls_per_sample": CALLS,
+        "rounds": rounds,
+        "bare_ns": statistics.median(samples["bare"]),
+        "call_ns": {key: statistics.median(samples[key]) for key in breakers},
+        "overhead_ns": {key: statistics.median(values) for key, values in over.items()},
+        "ratio": statistics.median(ratios),
+        "ratio_95": [low, high],
+    }
+
+
+# ---------------------------------------------------------------- (b) stats at any traffic
+
+
+async def filled(calls: int) -> CircuitBreaker:
+    """A breaker whose window holds `calls` successes spread over 9.9 s of its 10 s."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(name=f"window-{calls}", clock=clock, timeout=None)
+    step = 9.9 / calls
+    rng = random.Random(calls)
+    latencies = [rng.uniform(1e-6, min(9e-6, step)) for _ in range(min(calls, 10_000))]
+
+    latency = 0.0
+
+    async def action() -> None:
+        clock.advance(latency)
+
+    for index in range(calls):
+        latency = latencies[index % len(latencies)]
+        await breaker.call(action)
+        clock.advance(step - latency)
+    return breaker
+
+
+def read_once(read: Callable[[], object]) -> float:
+    start = time.perf_counter_ns()
+    read()
+    return (time.perf_counter_ns() - start) / 1000
+
+
+def read_loop(read: Callable[[], object]) -> Callable[[int], Awaitable[None]]:
+    async def run(n: int) -> None:
+        for _ in range(n):
+            read()
+
+    return run
+
+
+async def stats_cost(rounds: int) -> dict[str, Any]:
+    breakers = {"10": await filled(10), "1000000": await filled(FULL)}
+    found: dict[str, Any] = {"reads_per_sample": READS, "rounds": rounds}
+    for size, breaker in breakers.items():
+        gc.collect()
+        # The first read folds the latencies of the window's buckets into bins: once.
+        found[f"first_read_us.{size}"] = read_once(lambda b=breaker: b.stats)
+        if breaker.stats.fires != int(size):
+            raise RuntimeError(f"the window holds {breaker.stats.fires} calls, not {size}")
+    loops = {
+        f"{what}.{size}": read_loop(
+            (lambda b=breaker: b.stats) if what == "stats" else breaker.metrics
+        )
+        for size, breaker in breakers.items()
+        for what in ("stats", "metrics")
+    }
+    keys = list(loops)
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    for index in range(rounds):
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].append(await timed(loops[key], READS) / 1000)  # us per read
+    for what in ("stats", "metrics"):
+        for size in breakers:
+            found[f"{what}_us.{size}"] = statistics.median(samples[f"{what}.{size}"])
+        ratios = [
+            big / small
+            for big, small in zip(samples[f"{what}.1000000"], samples[f"{what}.10"], strict=True)
+        ]
+        found[f"{what}_ratio"] = statistics.median(ratios)
+        found[f"{what}_ratio_95"] = list(median_interval([ratios]))
+    return found
+
+
+# ------------------------------------------------------------------------- (c) one scrape
+
+
+def make_metrics_app() -> FastAPI:
+    """`/metrics` over BENCH_BREAKERS (1,000) breakers with history (uvicorn --factory)."""
+    registry = BreakerRegistry(HEALTH_OPTIONS, max_breakers=None)
+    populate(registry, int(os.environ.get("BENCH_BREAKERS", "1000")))
+    app = FastAPI()
+    setup_breakers(app, registry)
+    mount_metrics(app)
+    return app
+
+
+def scrape_in_process(count: int, reads: int) -> dict[str, Any]:
+    registry = BreakerRegistry(HEALTH_OPTIONS, max_breakers=None)
+    populate(registry, count)
+    collector = BreakerCollector(registry)
+    prometheus = CollectorRegistry()
+    prometheus.register(collector)
+    body = collector.render()
+    if body != generate_latest(prometheus):
+        raise RuntimeError("render() and generate_latest() wrote different texts")
+    ways: dict[str, Callable[[], object]] = {
+        "render": collector.render,
+        "generate_latest": lambda: generate_latest(prometheus),
+        "gzip": lambda: gzip.compress(body, compresslevel=1),
+    }
+    samples: dict[str, list[float]] = {key: [] for key in ways}
+    for index in range(reads):
+        keys = list(ways)[index % 3 :] + list(ways)[: index % 3]
+        for key in keys:
+            samples[key].append(read_once(ways[key]) / 1000)  # ms
+    found: dict[str, Any] = {
+        "bytes": len(body),
+        "gzip_bytes": len(gzip.compress(body, compresslevel=1)),
+        "samples": body.count(b"\n") - body.count(b"\n#"),
+    }
+    for key, values in samples.items():
+        found[key] = {"p50": statistics.median(values), "p99": percentile(values, 0.99)}
+    return found
+
+
+def scrape_over_http(count: int, requests: int) -> dict[str, Any]:
+    env = {"BENCH_BREAKERS": str(count)}
+    found: dict[str, Any] = {}
+    with (
+        UvicornProcess("bench.observability:make_metrics_app", env=env, ready_path="/metrics") as s,
+        httpx.Client(base_url=s.url, trust_env=False, timeout=30.0) as client,
+    ):
+        encodings = {"gzip": "gzip", "plain": "identity"}
+        times: dict[str, list[float]] = {key: [] for key in encodings}
+        for index in range(requests + 5):
+            for key, encoding in encodings.items():
+                start = time.perf_counter()
+                response = client.get("/metrics", headers={"Accept-Encoding": encoding})
+                elapsed = (time.perf_counter() - start) * 1000
+                if response.status_code != 200:
+                    raise RuntimeError(f"/metrics answered {response.status_code}")
+                if response.text.count("circuit_breaker_state{") != 5 * count:
+                    raise RuntimeError("/metrics does not show every breaker")
+                if index >= 5:  # the first five warm up
+                    times[key].append(elapsed)
+        for key, values in times.items():
+            found[key] = {"p50": statistics.median(values), "p99": percentile(values, 0.99)}
+        found["requests"] = requests
+    return found
+
+
+# -------------------------------------------------------------------------------- report
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.observability", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--rounds", type=int, default=150, help="rounds in (a) and (b) (150)")
+    parser.add_argument("--breakers", type=int, default=1_000, help="breakers in (c) (1,000)")
+    parser.add_argument("--scrapes", type=int, default=50, help="scrapes in (c) (50)")
+    parser.add_argument("--quick", action="store_true", help="a short run: 10 rounds, 10 scrapes")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.scrapes = 10, 10
+    if min(args.rounds, args.breakers, args.scrapes) < 1:
+        parser.error("--rounds, --breakers and --scrapes must be at least 1")
+    return args
+
+
+def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    call, stats, http = report["call"], report["stats"], report["scrape_http"]
+    low, high = call["ratio_95"]
+    s_low, s_high = stats["stats_ratio_95"]
+    scrape = http["gzip"]["p50"]
+    return [
+        goal(
+            "closed-call overhead with the collector and logging: ratio at most 1.03",
+            call["ratio"] <= 1.03,
+            f"{call['overhead_ns']['collector']:.0f} vs {call['overhead_ns']['plain']:.0f} ns: "
+            f"{call['ratio']:.3f} (95% {low:.3f}-{high:.3f})",
+            settled=not low <= 1.03 <= high,
+        ),
+        goal(
+            "stats with 1,000,000 vs 10 calls in the window: ratio at most 1.5",
+            stats["stats_ratio"] <= 1.5,
+            f"{stats['stats_us.1000000']:.1f} vs {stats['stats_us.10']:.1f} us: "
+            f"{stats['stats_ratio']:.2f} (95% {s_low:.2f}-{s_high:.2f})",
+            settled=not s_low <= 1.5 <= s_high,
+        ),
+        goal(
+            f"/metrics with {report['breakers']:,} breakers under 50 ms",
+            scrape < 50.0,
+            f"GET, gzipped: p50 {scrape:.1f} ms, p99 {http['gzip']['p99']:.1f} ms",
+        ),
+    ]
+
+
+def render(report: dict[str, Any]) -> str:
+    call, stats = report["call"], report["stats"]
+    local, http = report["scrape_local"], report["scrape_http"]
+    lines = [
+        *heading(report),
+        "",
+        f"(a) await breaker.call(noop), closed, {call['calls_per_sample']:,} calls x "
+        f"{call['rounds']} rounds; bare await noop() {call['bare_ns']:.0f} ns",
+    ]
+    for key, label in (("plain", "registry without the collector"),
+                       ("collector", "registry with the collector")):  # fmt: skip
+        lines.append(
+            f"  {label:<34}{call['call_ns'][key]:8.0f} ns per call, "
+            f"overhead {call['overhead_ns'][key]:6.0f} ns"
+        )
+    lines += [
+        f"  overhead ratio {call['ratio']:.3f} (95% {call['ratio_95'][0]:.3f}-"
+        f"{call['ratio_95'][1]:.3f})",
+        "",
+        f"(b) reads of one breaker, us ({stats['reads_per_sample']} reads x {stats['rounds']} "
+        "rounds)",
+        f"  {'calls in the window':<22}{'10':>10}{'1,000,000':>12}{'ratio':>8}",
+    ]
+    for what in ("stats", "metrics"):
+        lines.append(
+            f"  {what:<22}{stats[f'{what}_us.10']:10.1f}{stats[f'{what}_us.1000000']:12.1f}"
+            f"{stats[f'{what}_ratio']:8.2f}"
+        )
+    lines.append(
+        f"  the first stats read after filling: {stats['first_read_us.10']:.1f} us with 10, "
+        f"{stats['first_read_us.1000000']:.1f} us with 1,000,000"
+    )
+    lines += [
+        "",
+        f"(c) one scrape of {report['breakers']:,} breakers: {local['samples']:,} samples, "
+        f"{local['bytes'] / 1e6:.2f} MB ({local['gzip_bytes'] / 1e3:.0f} kB gzipped), ms",
+    ]
+    for key, label in (("render", "collector.render()"),
+                       ("generate_latest", "generate_latest(registry)"),
+                       ("gzip", "gzip level 1 of the text")):  # fmt: skip
+        row = local[key]
+        lines.append(f"  {label:<34}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
+    for key in ("gzip", "plain"):
+        row = http[key]
+        label = f"GET /metrics over HTTP, {key}"
+        lines.append(f"  {label:<34}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
+    return "\n".join(lines + verdict_lines(report["verdicts"]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The engine logs each state change; (c)'s 100 openings would flood the terminal. The
+    # records are still made and handled, as in an app whose handler drops them.
+    logging.getLogger("fastapi_breaker").addHandler(logging.NullHandler())
+    run = Run("bench.observability", argv)
+    report: dict[str, Any] = {
+        **run.header,
+        "versions": versions("fastapi_breaker", "prometheus_client", "fastapi", "uvicorn"),
+        "breakers": args.breakers,
+    }
+    print("(a) call overhead ...", file=sys.stderr, flush=True)
+    report["call"] = asyncio.run(call_overhead(args.rounds))
+    print("(b) stats with 10 and 1,000,000 calls ...", file=sys.stderr, flush=True)
+    report["stats"] = asyncio.run(stats_cost(args.rounds))
+    print("(c) one scrape ...", file=sys.stderr, flush=True)
+    report["scrape_local"] = scrape_in_process(args.breakers, args.scrapes)
+    report["scrape_http"] = scrape_over_http(args.breakers, args.scrapes)
+    report["verdicts"] = verdicts(report)
+    run.finish("observability", report, render)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
