@@ -2,7 +2,8 @@
 
 Times are scaled down tenfold so the demo takes seconds, not a minute: timeout 0.5 s and reset
 timeout 2 s instead of the design note's 5 s and 20 s; the 50% threshold and the volume
-threshold of 10 are as in the note.
+threshold of 10 are as in the note. The engine's log line of each state change is printed
+where it happens, with its structured fields (example_app/logs.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from .logs import transition_logs
 from .scenario import ScenarioError, run_scenario
 from .user_service import AuthSettings
 
@@ -24,7 +26,8 @@ def main() -> int:
         f"{settings.error_threshold_percentage:g}%, volume threshold {settings.volume_threshold}"
     )
     try:
-        asyncio.run(run_scenario(settings=settings, wait=asyncio.sleep))
+        with transition_logs():
+            asyncio.run(run_scenario(settings=settings, wait=asyncio.sleep))
     except ScenarioError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,8 @@ import math
 from fastapi_breaker import CircuitBreaker, CircuitOpenError, Event, EventName
 from fastapi_breaker.testing import FakeClock
 
+from .logs import transition_logs
+
 __all__ = ["AuthService", "DemoResult", "Transition", "main"]
 
 # The design note's settings; the rolling window keeps its defaults (10 s in 10 buckets).
@@ -203,4 +205,5 @@ def main(clock: FakeClock | None = None) -> DemoResult:
 
 
 if __name__ == "__main__":
-    main()
+    with transition_logs():  # the engine's log line of each state change, with its fields
+        main()

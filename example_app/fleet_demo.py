@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -68,6 +69,9 @@ STOPPED_WITHIN = 15.0
 
 def worker_app() -> FastAPI:
     """One worker of the fleet: `uvicorn --factory --workers 4` calls this in each process."""
+    # The demo prints its own timeline of the fleet; four processes' log lines of the same
+    # state changes would come between its lines, in no set order (`make demo` shows them).
+    logging.getLogger("fastapi_breaker").setLevel(logging.ERROR)
     app = create_user_app(
         os.environ[AUTH_URL_VARIABLE], SETTINGS, coordinator=coordinator_from_env()
     )

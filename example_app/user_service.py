@@ -2,7 +2,8 @@
 
 Every call to the Auth Service goes through `AsyncBreakerTransport`, so the breaker named
 "AuthService" counts each one, and refuses them at once while it is open. The middleware that
-`setup_breakers` installs turns that refusal into a 503 with `Retry-After`.
+`setup_breakers` installs turns that refusal into a 503 with `Retry-After`. The breakers are
+watched at `/health`, `/metrics` (Prometheus) and `/breakers/dashboard` (a live page).
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Clock
+from fastapi_breaker.dashboard import dashboard_router
 from fastapi_breaker.fastapi import CIRCUIT_OPEN_RESPONSE, get_breaker, setup_breakers
 from fastapi_breaker.health import health_router
 from fastapi_breaker.httpx import AsyncBreakerTransport
+from fastapi_breaker.prometheus import mount_metrics
 
 if TYPE_CHECKING:  # imported when used: without Redis the example needs no redis-py
     from fastapi_breaker.redis import RedisCoordinator
 
 __all__ = [
     "AUTH_SERVICE_LIMITS",
+    "DASHBOARD_PATH",
     "DEFAULT_NAMESPACE",
+    "METRICS_PATH",
     "AuthSettings",
     "coordinator_from_env",
     "create_user_app",
@@ -56,6 +61,10 @@ class AuthSettings:
             self, timeout=self.timeout * factor, reset_timeout=self.reset_timeout * factor
         )
 
+
+# Where the User Service serves its breakers' metrics and the live dashboard.
+METRICS_PATH = "/metrics"
+DASHBOARD_PATH = "/breakers/dashboard"  # dashboard_router's default prefix, then /dashboard
 
 # The User Service's name in Redis when FASTAPI_BREAKER_REDIS_NAMESPACE is not set.
 DEFAULT_NAMESPACE = "user-service"
@@ -144,4 +153,8 @@ def create_user_app(
     # state from /health and listens on 127.0.0.1 only; a deployed service would keep the
     # default ("never") or use detail="authorized".
     app.include_router(health_router(detail="always"))
+    # Both name the breakers to whoever reaches them, as /health does here: a deployed service
+    # would pass `dependencies=` to mount_metrics and `authorize=` to dashboard_router.
+    mount_metrics(app, path=METRICS_PATH)
+    app.include_router(dashboard_router())
     return app
