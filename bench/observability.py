@@ -12,7 +12,8 @@
     by that clock). The first read after filling folds the window's latencies into bins and
     is reported apart; then interleaved rounds of 200 reads of each.
 (c) One scrape of 1,000 breakers with history (80% successes; every 10th opened): the
-    collector's `render()` and prometheus_client's `generate_latest` in this process, then
+    collector's `render()` (and apart, the `metrics()` reads it starts with) and
+    prometheus_client's `generate_latest` in this process, then
     `GET /metrics` over HTTP from a uvicorn subprocess (`mount_metrics`), gzipped as
     Prometheus asks for it and plain, one request at a time.
 Results: bench/results/observability-<date>.json.
@@ -204,14 +205,17 @@ def scrape_in_process(count: int, reads: int) -> dict[str, Any]:
     body = collector.render()
     if body != generate_latest(prometheus):
         raise RuntimeError("render() and generate_latest() wrote different texts")
+    breakers = list(registry.breakers().values())
     ways: dict[str, Callable[[], object]] = {
+        "read": lambda: [breaker.metrics() for breaker in breakers],
         "render": collector.render,
         "generate_latest": lambda: generate_latest(prometheus),
         "gzip": lambda: gzip.compress(body, compresslevel=1),
     }
     samples: dict[str, list[float]] = {key: [] for key in ways}
     for index in range(reads):
-        keys = list(ways)[index % 3 :] + list(ways)[: index % 3]
+        shift = index % len(ways)
+        keys = list(ways)[shift:] + list(ways)[:shift]
         for key in keys:
             samples[key].append(read_once(ways[key]) / 1000)  # ms
     found: dict[str, Any] = {
@@ -334,15 +338,16 @@ def render(report: dict[str, Any]) -> str:
         f"(c) one scrape of {report['breakers']:,} breakers: {local['samples']:,} samples, "
         f"{local['bytes'] / 1e6:.2f} MB ({local['gzip_bytes'] / 1e3:.0f} kB gzipped), ms",
     ]
-    for key, label in (("render", "collector.render()"),
+    for key, label in (("read", "breaker.metrics() of each, alone"),
+                       ("render", "collector.render(), reads included"),
                        ("generate_latest", "generate_latest(registry)"),
                        ("gzip", "gzip level 1 of the text")):  # fmt: skip
         row = local[key]
-        lines.append(f"  {label:<34}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
+        lines.append(f"  {label:<36}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
     for key in ("gzip", "plain"):
         row = http[key]
         label = f"GET /metrics over HTTP, {key}"
-        lines.append(f"  {label:<34}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
+        lines.append(f"  {label:<36}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
     return "\n".join(lines + verdict_lines(report["verdicts"]))
 
 

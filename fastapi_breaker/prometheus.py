@@ -95,8 +95,10 @@ _HELP = {
     "timeouts included; 0 with no calls.",
     "transitions": "State changes since the breaker was made; a forced open counts as "
     "closed to open.",
-    "failure_rate_threshold": "The failure rate (percent) at which the breaker opens.",
-    "volume_threshold": "The fewest calls in the window before the breaker may open.",
+    "failure_rate_threshold": "The breaker opens when its failure rate is above this "
+    "percentage.",
+    "volume_threshold": "The fewest calls (successes and failures) in the window with which "
+    "the breaker may open.",
     "window_seconds": "The rolling window's length in seconds.",
     "reset_timeout_seconds": "Seconds an open breaker waits before a trial call.",
     "call_timeout_seconds": "Each call's time limit in seconds; +Inf for none.",
