@@ -81,6 +81,7 @@ _TRANSITIONS: tuple[tuple[str, str], ...] = (
     ("half_open", "open"),
     ("open", "closed"),
 )
+_USUAL = frozenset(_TRANSITIONS)
 
 _HELP = {
     "state": "1 for the breaker's current state, 0 for the others. forced_open: opened by "
@@ -95,8 +96,7 @@ _HELP = {
     "timeouts included; 0 with no calls.",
     "transitions": "State changes since the breaker was made; a forced open counts as "
     "closed to open.",
-    "failure_rate_threshold": "The breaker opens when its failure rate is above this "
-    "percentage.",
+    "failure_rate_threshold": "The breaker opens when its failure rate is above this percentage.",
     "volume_threshold": "The fewest calls (successes and failures) in the window with which "
     "the breaker may open.",
     "window_seconds": "The rolling window's length in seconds.",
@@ -342,8 +342,12 @@ def _check_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
 
 def _transitions(metrics: BreakerMetrics) -> list[tuple[tuple[str, str], int]]:
     counted = metrics.transitions
-    extra = sorted(key for key in counted if key not in _TRANSITIONS)
-    return [(key, counted.get(key, 0)) for key in (*_TRANSITIONS, *extra)]
+    return [(key, counted.get(key, 0)) for key in (*_TRANSITIONS, *_unusual(counted))]
+
+
+def _unusual(counted: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
+    """The transitions counted beside the usual five, sorted (normally none)."""
+    return sorted(key for key in counted if key not in _USUAL)
 
 
 def _label(name: str) -> str:
@@ -468,10 +472,10 @@ class _Text:
             counted = metrics.transitions
             values = tuple(counted.get(key, 0) for key in _TRANSITIONS)
             out.append(_fill(transitions, values, max(values)).replace(_NAME, name))
-            for (source, target), count in _transitions(metrics)[len(_TRANSITIONS) :]:
+            for source, target in _unusual(counted):
                 out.append(
                     f'circuit_breaker_transitions_total{{from_state="{source}",name="{name}",'
-                    f'to_state="{target}"}} {_count(count)}\n'
+                    f'to_state="{target}"}} {_count(counted[source, target])}\n'
                 )
 
         # Breakers made from equal settings share one options object: each is written once.
