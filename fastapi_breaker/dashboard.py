@@ -19,8 +19,6 @@ The registry's state events are listened to only while a client is connected, an
 snapshots are read once per tick for every client, not once per client.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import importlib.resources
@@ -209,7 +207,7 @@ class _Client:
 class _Hub:
     """The clients watching one registry, the registry listeners and the snapshot ticker."""
 
-    def __init__(self, streams: _Streams, registry: BreakerRegistry) -> None:
+    def __init__(self, streams: "_Streams", registry: BreakerRegistry) -> None:
         self.streams = streams
         self.registry = registry
         self.clients: set[_Client] = set()
@@ -254,18 +252,16 @@ class _Hub:
 
     async def tick(self) -> None:
         loop = self.loop
-        due = loop.time()
         while True:
+            started = loop.time()
             try:
                 self.latest = self.snapshot()
                 self.publish("snapshot", self.latest)
             except Exception:
                 logger.exception("the dashboard could not read the breakers")
-            # On a fixed schedule, so that snapshots do not drift; after a late tick the next
-            # one comes at once rather than several in a row.
-            now = loop.time()
-            due = max(due + self.streams.interval, now)
-            await asyncio.sleep(due - now)
+            # The reading's own cost does not stretch the interval; a late wake-up is not made
+            # up for by a shorter one, so two snapshots are never closer than `interval`.
+            await asyncio.sleep(max(0.0, started + self.streams.interval - loop.time()))
 
     def snapshot(self) -> bytes:
         """Every breaker now, as the JSON of a snapshot without its opening '{'."""

@@ -31,6 +31,11 @@ CASES = [
         "fastapi_breaker.health needs FastAPI: pip install 'fastapi_breaker[fastapi]'",
     ),
     (
+        "fastapi_breaker.dashboard",
+        ("fastapi", "starlette", "pydantic", "pydantic_core"),
+        "fastapi_breaker.dashboard needs FastAPI: pip install 'fastapi_breaker[fastapi]'",
+    ),
+    (
         "fastapi_breaker.settings",
         ("pydantic_settings",),
         "fastapi_breaker.settings needs pydantic-settings: pip install 'fastapi_breaker[fastapi]'",
