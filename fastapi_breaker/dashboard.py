@@ -61,6 +61,10 @@ _RECONNECT_MS = 2000
 # What a refused stream tells a client about trying again, in seconds.
 _BUSY_RETRY_AFTER = "5"
 
+# Breakers read in one go before the snapshot lets other tasks run. A read costs about 50 us, so
+# 1,000 breakers read at once would hold every request of the process for 50 ms each second.
+_SLICE = 64
+
 _INTERVAL = (0.01, 60.0)
 _HEARTBEAT = (0.01, 300.0)
 _QUEUE_SIZE = (1, 1000)
@@ -255,7 +259,7 @@ class _Hub:
         while True:
             started = loop.time()
             try:
-                self.latest = self.snapshot()
+                self.latest = await self.snapshot()
                 self.publish("snapshot", self.latest)
             except Exception:
                 logger.exception("the dashboard could not read the breakers")
@@ -263,14 +267,19 @@ class _Hub:
             # up for by a shorter one, so two snapshots are never closer than `interval`.
             await asyncio.sleep(max(0.0, started + self.streams.interval - loop.time()))
 
-    def snapshot(self) -> bytes:
+    async def snapshot(self) -> bytes:
         """Every breaker now, as the JSON of a snapshot without its opening '{'."""
         now = time.monotonic()
         period = None if self.previous_time is None else now - self.previous_time
         previous = self.previous
         current: dict[str, tuple[CircuitBreaker, int]] = {}
-        entries = []
-        for name, breaker in self.registry.breakers().items():
+        # Each entry is encoded as soon as it is read, so that only bytes outlive it: a thousand
+        # dicts kept to the end would reach the collector's oldest generation, and its full
+        # collections stalled the event loop for 10 to 15 ms.
+        entries: list[bytes] = []
+        for index, (name, breaker) in enumerate(self.registry.breakers().items()):
+            if index and not index % _SLICE:
+                await asyncio.sleep(0)  # let requests run between slices
             metrics = breaker.metrics()
             calls = sum(count for outcome, count in metrics.calls.items() if outcome != "fallback")
             current[name] = (breaker, calls)
@@ -280,24 +289,23 @@ class _Hub:
             if period and before is not None and before[0] is breaker and calls >= before[1]:
                 rate = (calls - before[1]) / period
             window = metrics.window
-            entries.append(
-                {
-                    "name": _printable_name(name),
-                    "state": metrics.state,
-                    "error_percentage": window.error_percentage,
-                    "calls_per_second": rate,
-                    "latency": {
-                        "p50": window.percentiles[0.5],
-                        "p90": window.percentiles[0.9],
-                        "p99": window.percentiles[0.99],
-                    },
-                    "retry_after": metrics.retry_after,
-                }
-            )
+            entry = {
+                "name": _printable_name(name),
+                "state": metrics.state,
+                "error_percentage": window.error_percentage,
+                "calls_per_second": rate,
+                "latency": {
+                    "p50": window.percentiles[0.5],
+                    "p90": window.percentiles[0.9],
+                    "p99": window.percentiles[0.99],
+                },
+                "retry_after": metrics.retry_after,
+            }
+            entries.append(to_json(entry, inf_nan_mode="null"))
         self.previous = current
         self.previous_time = now
-        body = {"time": time.time(), "period": period, "breakers": entries}
-        return to_json(body, inf_nan_mode="null")[1:]
+        head = to_json({"time": time.time(), "period": period})
+        return head[1:-1] + b',"breakers":[' + b",".join(entries) + b"]}"
 
 
 class _Streams:

@@ -23,7 +23,13 @@ import pytest
 from fastapi import FastAPI, Header, HTTPException
 
 from example_app.servers import LoopbackServer
-from fastapi_breaker import BreakerRegistry, EventHandler, EventName
+from fastapi_breaker import (
+    BreakerMetrics,
+    BreakerRegistry,
+    CircuitBreaker,
+    EventHandler,
+    EventName,
+)
 from fastapi_breaker.dashboard import STATE_EVENTS, dashboard_router
 from fastapi_breaker.fastapi import setup_breakers
 from fastapi_breaker.testing import FakeClock
@@ -542,6 +548,55 @@ async def test_the_registry_is_listened_to_only_while_a_client_is_connected() ->
         assert registry.calls == subscribed + unsubscribed
         assert auth.listening == frozenset()
         await eventually(lambda: done(tickers() == []))
+
+
+class CountingRegistry:
+    """A registry whose breakers count how many of them were read so far."""
+
+    def __init__(self, size: int) -> None:
+        self.real = BreakerRegistry(max_breakers=None)
+        self.reads = 0
+        self.all = {str(n): self.real.get(str(n)) for n in range(size)}
+
+    def breakers(self) -> dict[str, Any]:
+        return {name: CountedBreaker(self, breaker) for name, breaker in self.all.items()}
+
+    def on(self, event: EventName, handler: EventHandler) -> None:
+        self.real.on(event, handler)
+
+    def off(self, event: EventName, handler: EventHandler) -> None:
+        self.real.off(event, handler)
+
+
+@dataclasses.dataclass
+class CountedBreaker:
+    registry: CountingRegistry
+    breaker: CircuitBreaker
+
+    def metrics(self) -> BreakerMetrics:
+        self.registry.reads += 1
+        return self.breaker.metrics()
+
+
+async def test_a_snapshot_lets_requests_run_after_every_64_breakers() -> None:
+    registry = CountingRegistry(150)
+    seen = [0]
+    app = make_app(registry, interval=60)  # type: ignore[arg-type]
+
+    async def watch() -> None:
+        # Runs whenever the snapshot lets other tasks run: what it sees is where it paused.
+        while registry.reads < 150:
+            if registry.reads != seen[-1]:
+                seen.append(registry.reads)
+            await asyncio.sleep(0)
+        seen.append(registry.reads)
+
+    watcher = asyncio.create_task(watch())
+    async with serving(app) as client, stream(client) as frames:
+        snapshot = await frames.next_event("snapshot")
+    await watcher
+    assert len(snapshot.data["breakers"]) == 150
+    assert seen == [0, 64, 128, 150]
 
 
 async def test_the_default_registry_is_the_apps() -> None:
