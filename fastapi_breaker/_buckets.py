@@ -141,6 +141,17 @@ class Bucket:
         }
 
 
+_COUNTS = (
+    "successes",
+    "failures",
+    "rejects",
+    "timeouts",
+    "fallbacks",
+    "semaphore_rejections",
+    "cancelled",
+)
+
+
 class Totals:
     """Counts added up over buckets: the window's retired ones, or the window since a start."""
 
@@ -178,14 +189,13 @@ class Totals:
             else:
                 self.latency.subtract(bucket.done)
 
-    def copy(self) -> Totals:
-        twin = Totals()
-        for name in Totals.__slots__:
-            if name not in ("latency", "transitions"):
-                setattr(twin, name, getattr(self, name))
-        twin.latency.add(self.latency)
-        twin.transitions = dict(self.transitions)
-        return twin
+    def add_totals(self, other: Totals) -> None:
+        """Add everything `other` counted, transitions included."""
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latency.add(other.latency)
+        for key, times in other.transitions.items():
+            self.transitions[key] = self.transitions.get(key, 0) + times
 
     def dense(self) -> Sequence[int]:
         """The latency bins, `BINS` counts."""

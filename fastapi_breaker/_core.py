@@ -315,10 +315,15 @@ class BreakerCore(Transitions):
         with self._lock:
             return self.window.stats(now)
 
-    def totals(self) -> Totals:
-        """Everything counted since the breaker was made, and its transitions (a copy)."""
+    def read(self, now: float, moves: Moves) -> tuple[State, float | None, Totals, Stats]:
+        """What an exporter reads, under one lock: (the state at `now`, after the transitions
+        the clock made due; seconds until a call would be admitted, None while closed; everything
+        counted since the breaker was made, transitions included; the window's stats)."""
         with self._lock:
-            return self.window.totals()
+            state = self._observe(now, moves)
+            retry_after = None if state is State.CLOSED else self._retry_after(now)
+            totals, window = self.window.read(now)
+            return state, retry_after, totals, window
 
     def describe(self, now: float) -> tuple[float, float | None, bool]:
         """(the window's error percentage, seconds until a call would be admitted or None while

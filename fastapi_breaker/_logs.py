@@ -2,9 +2,10 @@
 
 Opening and going half-open are WARNINGs (someone may need to look), closing is INFO. Each
 record carries structured fields for log pipelines: `breaker`, `from_state`, `to_state`,
-`error_percentage` (this process's window) and `retry_after`; an open that a fleet coordinator
-decided says so, since this process's own window may hold no failure. A breaker named after a URL (the httpx transports name
-one per host) is written without the URL's credentials, query or fragment.
+`error_percentage` (this process's window) and `retry_after`; an open that a fleet
+coordinator decided says so, since this process's own window may hold no failure. A breaker
+named after a URL (the httpx transports name one per host) is written without the URL's
+credentials, query or fragment.
 """
 
 from __future__ import annotations

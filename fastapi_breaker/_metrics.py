@@ -107,10 +107,8 @@ class BreakerMetrics:
 
 def read_metrics(breaker: BreakerBase) -> BreakerMetrics:
     core = breaker.core
-    now = breaker.clock()
     moves: list[str] = []
-    state = core.observe(now, moves)
-    retry_after = core.retry_after(now, moves)
+    state, retry_after, totals, window = core.read(breaker.clock(), moves)
     breaker.announce(moves)  # a transition the clock made due is announced like any other
     if not core.enabled:
         label = "disabled"
@@ -118,8 +116,6 @@ def read_metrics(breaker: BreakerBase) -> BreakerMetrics:
         label = "forced_open"
     else:
         label = state.value
-    totals = core.totals()
-    counts = totals.dense()
     return BreakerMetrics(
         name=breaker.name,
         state=label,
@@ -131,9 +127,9 @@ def read_metrics(breaker: BreakerBase) -> BreakerMetrics:
             "capacity_rejected": totals.semaphore_rejections,
             "fallback": totals.fallbacks,
         },
-        latency=LatencyHistogram(tuple(counts), totals.latency.total),
+        latency=LatencyHistogram(tuple(totals.dense()), totals.latency.total),
         transitions=totals.transitions,
-        window=core.stats(now),
+        window=window,
         retry_after=retry_after,
         options=core.options,
     )

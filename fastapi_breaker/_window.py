@@ -13,7 +13,7 @@ Those arrays are pending work, not the record: `Bucket.settle()` folds them into
 (see `_histogram`) when the bucket stops being the current one, and when the window is read,
 so a read costs the same whatever the traffic, and a bucket's memory stops growing with it.
 A bucket that leaves the window is added to the window's `retired` totals, which is what
-makes the counts since the breaker was made (`totals()`) cheap: nothing is counted twice.
+makes the counts since the breaker was made (`read()`) cheap: nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -123,25 +123,21 @@ class RollingWindow:
         for bucket in self.live(now):
             bucket.settle()
             window.add(bucket)
-        return Stats.compute(
-            successes=window.successes,
-            failures=window.failures,
-            rejects=window.rejects,
-            timeouts=window.timeouts,
-            fallbacks=window.fallbacks,
-            semaphore_rejections=window.semaphore_rejections,
-            cancelled=window.cancelled,
-            latency_counts=window.dense(),
-            latency_sum=window.latency.total,
-        )
+        return _stats_of(window)
 
-    def totals(self) -> Totals:
-        """Everything counted since the window was made (restored buckets excepted)."""
-        totals = self.retired.copy()
+    def read(self, now: float) -> tuple[Totals, Stats]:
+        """(everything counted since the window was made, restored buckets excepted; the
+        window's stats at `now`), in one pass: what an exporter reads on every scrape."""
+        totals = Totals()
+        totals.add_totals(self.retired)
+        window = Totals()
+        oldest = self._epoch(now) - self.size + 1
         for bucket in self._buckets:
             bucket.settle()
             totals.add(bucket)
-        return totals
+            if bucket.epoch >= oldest:
+                window.add(bucket)
+        return totals, _stats_of(window)
 
     def to_list(self, now: float) -> list[dict[str, Any]]:
         """The live buckets, newest first, each with its age in buckets (0 is the current one)."""
@@ -152,7 +148,7 @@ class RollingWindow:
         """Start over at `now` with settled `buckets` from `parse_window()`, ages kept.
 
         What they counted happened in another process, or before a restart: it is taken off
-        the totals up front, so that `totals()` never counts it and never goes down."""
+        the totals up front, so that `read()` never counts it and never goes down."""
         self.clear(now)
         if not buckets:
             return
@@ -165,6 +161,20 @@ class RollingWindow:
         self._buckets = kept
         self.current = kept[-1]
         self.current_end = now + self.width
+
+
+def _stats_of(window: Totals) -> Stats:
+    return Stats.compute(
+        successes=window.successes,
+        failures=window.failures,
+        rejects=window.rejects,
+        timeouts=window.timeouts,
+        fallbacks=window.fallbacks,
+        semaphore_rejections=window.semaphore_rejections,
+        cancelled=window.cancelled,
+        latency_counts=window.dense(),
+        latency_sum=window.latency.total,
+    )
 
 
 # The placeholder `current` of a window no call has used yet, and its end.

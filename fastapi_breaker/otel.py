@@ -177,7 +177,8 @@ class _Feed:
     One collection runs every callback once, and they share one `metrics()` of each breaker,
     so that the instruments agree with each other and the breakers are read once: a callback
     that already read the current snapshot starts a new collection and takes a new one, and
-    the last callback to read it lets it go. Any order of callbacks works.
+    the last callback to read it lets it go. Any order of callbacks works; two readers
+    collecting at the same time at worst read the breakers once more.
     """
 
     def __init__(self, meter: Meter) -> None:
