@@ -141,17 +141,6 @@ class Bucket:
         }
 
 
-_COUNTS = (
-    "successes",
-    "failures",
-    "rejects",
-    "timeouts",
-    "fallbacks",
-    "semaphore_rejections",
-    "cancelled",
-)
-
-
 class Totals:
     """Counts added up over buckets: the window's retired ones, or the window since a start."""
 
@@ -191,11 +180,18 @@ class Totals:
 
     def add_totals(self, other: Totals) -> None:
         """Add everything `other` counted, transitions included."""
-        for name in _COUNTS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.successes += other.successes
+        self.failures += other.failures
+        self.rejects += other.rejects
+        self.timeouts += other.timeouts
+        self.fallbacks += other.fallbacks
+        self.semaphore_rejections += other.semaphore_rejections
+        self.cancelled += other.cancelled
         self.latency.add(other.latency)
-        for key, times in other.transitions.items():
-            self.transitions[key] = self.transitions.get(key, 0) + times
+        if other.transitions:
+            transitions = self.transitions
+            for key, times in other.transitions.items():
+                transitions[key] = transitions.get(key, 0) + times
 
     def dense(self) -> Sequence[int]:
         """The latency bins, `BINS` counts."""

@@ -208,7 +208,11 @@ def estimates(counts: Sequence[int], ranks: Sequence[float]) -> list[float]:
     n = running[-1]
     if not n:
         return [0.0] * len(ranks)
-    return [_MIDDLES[bisect_left(running, max(1, math.ceil(p * n)))] for p in ranks]
+    lowest = bisect_left(running, 1)
+    if running[lowest] == n:  # every latency in one bin, as often in a quiet window
+        return [_MIDDLES[lowest]] * len(ranks)
+    ceil = math.ceil
+    return [_MIDDLES[bisect_left(running, ceil(p * n) or 1)] for p in ranks]
 
 
 _MIDDLES: tuple[float, ...] = (
