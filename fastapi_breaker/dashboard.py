@@ -13,7 +13,9 @@ unless you include it:
 Each client has its own queue of at most `queue_size` events. A client that reads slower than
 events come loses the oldest queued ones, and each later snapshot says how many it lost, so a
 stuck browser tab costs a bounded amount of memory. At most `max_clients` streams are open at
-once per router; past that the stream answers 503.
+once per router; past that the stream answers 503. A stream ends after `max_stream_age`
+seconds and the browser opens a new one, so that authorization is checked again and a server
+that stops is not held open by a forgotten tab for longer than that.
 
 The registry's state events are listened to only while a client is connected, and the
 snapshots are read once per tick for every client, not once per client.
@@ -69,6 +71,7 @@ _INTERVAL = (0.01, 60.0)
 _HEARTBEAT = (0.01, 300.0)
 _QUEUE_SIZE = (1, 1000)
 _MAX_CLIENTS = (1, 10_000)
+_MAX_STREAM_AGE = (0.1, 86_400.0)
 
 # Answers that must not be kept by a cache or a proxy: a stale stream or page lies.
 _STREAM_HEADERS = {
@@ -103,6 +106,7 @@ def dashboard_router(
     heartbeat: float = 15.0,
     queue_size: int = 16,
     max_clients: int = 32,
+    max_stream_age: float = 300.0,
     tags: Iterable[str] = ("breakers",),
 ) -> APIRouter:
     """Build the events stream and dashboard router; see the module docstring.
@@ -121,11 +125,15 @@ def dashboard_router(
       keep it open, 0.01 to 300.
     - `queue_size`: events queued per client before the oldest are dropped, 1 to 1000.
     - `max_clients`: streams open at once, 1 to 10,000; one more gets 503 with `Retry-After`.
+    - `max_stream_age`: seconds after which the server ends a stream, 0.1 to 86,400. The
+      browser reconnects 2 s later, through `authorize` again: a revoked credential loses the
+      stream within this time, and a server that stops waits at most this long for open pages.
     """
     _check_range("interval", interval, *_INTERVAL, "a number of seconds")
     _check_range("heartbeat", heartbeat, *_HEARTBEAT, "a number of seconds")
     _check_range("queue_size", queue_size, *_QUEUE_SIZE, "an integer")
     _check_range("max_clients", max_clients, *_MAX_CLIENTS, "an integer")
+    _check_range("max_stream_age", max_stream_age, *_MAX_STREAM_AGE, "a number of seconds")
     _check_prefix(prefix)
     tag_list = list(_names("tags", tags))
     if authorize is not None and not callable(authorize):
@@ -135,7 +143,13 @@ def dashboard_router(
     ):
         raise TypeError(f"registry must be a BreakerRegistry, got {registry!r}")
 
-    streams = _Streams(float(interval), float(heartbeat), queue_size, max_clients)
+    streams = _Streams(
+        interval=float(interval),
+        heartbeat=float(heartbeat),
+        queue_size=queue_size,
+        max_clients=max_clients,
+        max_age=float(max_stream_age),
+    )
     assets = {path: (_read_asset(file), media) for path, (file, media) in _ASSETS.items()}
 
     def source(request: Request) -> BreakerRegistry:
@@ -311,11 +325,20 @@ class _Hub:
 class _Streams:
     """What one router holds: its settings, its hubs by registry, and the event ids."""
 
-    def __init__(self, interval: float, heartbeat: float, queue_size: int, max_clients: int):
+    def __init__(
+        self,
+        *,
+        interval: float,
+        heartbeat: float,
+        queue_size: int,
+        max_clients: int,
+        max_age: float,
+    ) -> None:
         self.interval = interval
         self.heartbeat = heartbeat
         self.queue_size = queue_size
         self.max_clients = max_clients
+        self.max_age = max_age
         self.hubs: dict[int, _Hub] = {}
         self.clients = 0
         # One sequence for the router's life: a client that sees a gap knows events were lost.
@@ -347,20 +370,23 @@ class _Streams:
         return _EventStream(self.frames(client, replay), release)
 
     async def frames(self, client: _Client, replay: bytes | None) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.max_age
         yield b"retry: %d\n\n" % _RECONNECT_MS
         if replay is not None:
             # The last snapshot, at once, so the page need not wait a tick. Without an id: it
             # was published before this client came, and ids count what it was sent since.
             yield _frame("snapshot", None, replay, client.dropped)
         queue = client.queue
-        while True:
+        while loop.time() < ends:
             if not queue:
                 client.wake.clear()
                 try:
-                    async with asyncio.timeout(self.heartbeat):
+                    async with asyncio.timeout(min(self.heartbeat, ends - loop.time())):
                         await client.wake.wait()
                 except TimeoutError:
-                    yield b": heartbeat\n\n"
+                    if loop.time() < ends:
+                        yield b": heartbeat\n\n"
                     continue
             kind, event_id, body = queue.popleft()
             yield _frame(kind, event_id, body, client.dropped)

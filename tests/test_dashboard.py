@@ -496,6 +496,23 @@ async def test_a_heartbeat_comment_after_the_given_silence() -> None:
         assert await frames.next() == Frame(comment="heartbeat")
 
 
+async def test_a_stream_ends_at_max_stream_age_and_frees_its_place() -> None:
+    registry = BreakerRegistry()
+    app = make_app(registry, interval=60, heartbeat=0.2, max_stream_age=0.5, max_clients=1)
+    async with serving(app) as client:
+        started = time.monotonic()
+        async with client.stream("GET", EVENTS) as response:
+            body = (await response.aread()).decode()  # up to the end the server gives it
+        lasted = time.monotonic() - started
+        # The browser reconnects on its own, and is let in: the place was freed.
+        assert await admitted(client)
+    frames = [parse(block) for block in body.split("\n\n")[:-1]]
+    assert frames[0] == Frame(retry=2000)
+    assert frames[1].event == "snapshot"
+    assert {f.comment for f in frames[2:]} <= {"heartbeat"}
+    assert 0.5 <= lasted < WAIT
+
+
 async def test_past_max_clients_the_stream_answers_503_until_one_leaves() -> None:
     registry = BreakerRegistry()
     async with serving(make_app(registry, max_clients=2, interval=60)) as client:
@@ -721,6 +738,10 @@ async def test_authorize_guards_every_route(path: str) -> None:
         ({"queue_size": 2.0}, "queue_size must be an integer from 1 to 1000, got 2.0"),
         ({"max_clients": 0}, "max_clients must be an integer from 1 to 10000, got 0"),
         ({"max_clients": None}, "max_clients must be an integer from 1 to 10000, got None"),
+        (
+            {"max_stream_age": 0.05},
+            "max_stream_age must be a number of seconds from 0.1 to 86400, got 0.05",
+        ),
         ({"prefix": "breakers"}, "prefix must start with '/' and not end with '/', got 'breakers'"),
         ({"prefix": "/breakers/"}, "prefix must start with '/' and not end with '/'"),
     ],
