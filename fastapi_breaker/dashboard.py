@@ -234,6 +234,8 @@ class _Hub:
         # The calls counted so far and when, by breaker: calls per second come from the deltas.
         self.previous: dict[str, tuple[CircuitBreaker, int]] = {}
         self.previous_time: float | None = None
+        # Every client of this hub is sent every id: one that sees a gap knows it lost events.
+        self.ids = itertools.count(1)
         for event in STATE_EVENTS:
             registry.on(event, self.on_state)
         self.ticker = self.loop.create_task(self.tick(), name=_TICKER_TASK)
@@ -264,7 +266,7 @@ class _Hub:
                 self.loop.call_soon_threadsafe(self.publish, "state", body)
 
     def publish(self, kind: str, body: bytes) -> None:
-        item = (kind, next(self.streams.ids), body)
+        item = (kind, next(self.ids), body)
         for client in self.clients:
             client.put(item)
 
@@ -323,7 +325,7 @@ class _Hub:
 
 
 class _Streams:
-    """What one router holds: its settings, its hubs by registry, and the event ids."""
+    """What one router holds: its settings and its hubs by registry."""
 
     def __init__(
         self,
@@ -341,8 +343,6 @@ class _Streams:
         self.max_age = max_age
         self.hubs: dict[int, _Hub] = {}
         self.clients = 0
-        # One sequence for the router's life: a client that sees a gap knows events were lost.
-        self.ids = itertools.count(1)
 
     def open(self, registry: BreakerRegistry) -> Response:
         if self.clients >= self.max_clients:

@@ -626,6 +626,28 @@ async def test_the_default_registry_is_the_apps() -> None:
     assert [b["name"] for b in snapshot.data["breakers"]] == ["auth"]
 
 
+async def test_one_router_in_two_apps_streams_each_apps_own_breakers_and_ids() -> None:
+    router = dashboard_router(interval=60)
+    apps = []
+    for name in ("auth", "billing"):
+        registry = BreakerRegistry()
+        registry.get(name)
+        app = FastAPI()
+        app.include_router(router)
+        setup_breakers(app, registry)
+        apps.append(app)
+    async with (
+        serving(apps[0]) as first_client,
+        serving(apps[1]) as second_client,
+        stream(first_client) as first,
+        stream(second_client) as second,
+    ):
+        one = await first.next_event("snapshot")
+        two = await second.next_event("snapshot")
+    assert (one.id, [b["name"] for b in one.data["breakers"]]) == (1, ["auth"])
+    assert (two.id, [b["name"] for b in two.data["breakers"]]) == (1, ["billing"])
+
+
 async def test_names_are_sent_as_json_text() -> None:
     registry = BreakerRegistry()
     markup = '<img src=x onerror="alert(1)">\n'
