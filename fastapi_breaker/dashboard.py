@@ -48,13 +48,13 @@ from .fastapi import get_registry
 from .health import _check_prefix, _names
 from .middleware import _printable_name
 
-__all__ = ["STATE_EVENTS", "dashboard_router"]
+__all__ = ["dashboard_router"]
 
 logger = logging.getLogger("fastapi_breaker")
 
 # The registry events the stream relays, and the state each one means. A forced open and a
 # disabled breaker are told apart by reading the breaker, as `metrics().state` does.
-STATE_EVENTS: dict[EventName, str] = {"open": "open", "close": "closed", "half_open": "half_open"}
+_STATE_EVENTS: dict[EventName, str] = {"open": "open", "close": "closed", "half_open": "half_open"}
 
 # The snapshot task's name, so that a test or a debugger can tell it apart.
 _TICKER_TASK = "fastapi_breaker.dashboard ticker"
@@ -73,7 +73,7 @@ _QUEUE_SIZE = (1, 1000)
 _MAX_CLIENTS = (1, 10_000)
 _MAX_STREAM_AGE = (0.1, 86_400.0)
 
-# Answers that must not be kept by a cache or a proxy: a stale stream or page lies.
+# Caches and proxies must ask again each time: a stale stream or page lies.
 _STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     # nginx buffers proxied responses by default, which would hold events back for minutes.
@@ -236,12 +236,12 @@ class _Hub:
         self.previous_time: float | None = None
         # Every client of this hub is sent every id: one that sees a gap knows it lost events.
         self.ids = itertools.count(1)
-        for event in STATE_EVENTS:
+        for event in _STATE_EVENTS:
             registry.on(event, self.on_state)
         self.ticker = self.loop.create_task(self.tick(), name=_TICKER_TASK)
 
     def close(self) -> None:
-        for event in STATE_EVENTS:
+        for event in _STATE_EVENTS:
             self.registry.off(event, self.on_state)
         self.ticker.cancel()
 
@@ -253,7 +253,7 @@ class _Hub:
         elif event.name == "open" and breaker.forced_open:
             state = "forced_open"
         else:
-            state = STATE_EVENTS[event.name]
+            state = _STATE_EVENTS[event.name]
         body = to_json({"name": _printable_name(breaker.name), "state": state, "time": time.time()})
         try:
             here = asyncio.get_running_loop() is self.loop
