@@ -15,7 +15,9 @@
     collector's `render()` (and apart, the `metrics()` reads it starts with) and
     prometheus_client's `generate_latest` in this process, then
     `GET /metrics` over HTTP from a uvicorn subprocess (`mount_metrics`), gzipped as
-    Prometheus asks for it and plain, one request at a time.
+    Prometheus asks for it and plain, one request at a time, until the body's last byte;
+    and in this process, the longest the event loop waited for a turn during a GET (a scrape
+    reads the breakers in slices, letting other requests run between them).
 Results: bench/results/observability-<date>.json.
 """
 
@@ -186,10 +188,10 @@ async def stats_cost(rounds: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------- (c) one scrape
 
 
-def make_metrics_app() -> FastAPI:
-    """`/metrics` over BENCH_BREAKERS (1,000) breakers with history (uvicorn --factory)."""
+def make_metrics_app(count: int | None = None) -> FastAPI:
+    """`/metrics` over `count` breakers with history; uvicorn --factory: BENCH_BREAKERS."""
     registry = BreakerRegistry(HEALTH_OPTIONS, max_breakers=None)
-    populate(registry, int(os.environ.get("BENCH_BREAKERS", "1000")))
+    populate(registry, int(os.environ.get("BENCH_BREAKERS", "1000")) if count is None else count)
     app = FastAPI()
     setup_breakers(app, registry)
     mount_metrics(app)
@@ -228,28 +230,71 @@ def scrape_in_process(count: int, reads: int) -> dict[str, Any]:
     return found
 
 
+async def loop_stall(count: int, scrapes: int) -> dict[str, Any]:
+    """The longest the event loop waited for a turn during each `GET /metrics` (in process,
+    through httpx's ASGI transport): how long the scrape held up the app's other requests."""
+    app = make_metrics_app(count)
+    longest = 0.0
+
+    async def watch() -> None:
+        nonlocal longest
+        before = time.perf_counter()
+        while True:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest = max(longest, now - before)
+            before = now
+
+    stalls: list[float] = []
+    transport = httpx.ASGITransport(app=app)
+    watching = asyncio.create_task(watch())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for index in range(scrapes + 2):
+                await asyncio.sleep(0.005)  # the watcher's first turns
+                longest = 0.0
+                response = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+                if response.status_code != 200:
+                    raise RuntimeError(f"/metrics answered {response.status_code}")
+                if index >= 2:
+                    stalls.append(longest * 1000)
+    finally:
+        watching.cancel()
+    return {"p50": statistics.median(stalls), "max": max(stalls)}
+
+
 def scrape_over_http(count: int, requests: int) -> dict[str, Any]:
+    """From the request to the body's last byte, as it came over the wire: Prometheus's own
+    time to decompress and parse it is not the app's."""
     env = {"BENCH_BREAKERS": str(count)}
     found: dict[str, Any] = {}
     with (
         UvicornProcess("bench.observability:make_metrics_app", env=env, ready_path="/metrics") as s,
         httpx.Client(base_url=s.url, trust_env=False, timeout=30.0) as client,
     ):
+        shown = client.get("/metrics").text  # gzipped and decoded by httpx
+        if shown.count("circuit_breaker_state{") != 5 * count:
+            raise RuntimeError("/metrics does not show every breaker")
         encodings = {"gzip": "gzip", "plain": "identity"}
         times: dict[str, list[float]] = {key: [] for key in encodings}
+        sizes: dict[str, int] = {}
         for index in range(requests + 5):
             for key, encoding in encodings.items():
                 start = time.perf_counter()
-                response = client.get("/metrics", headers={"Accept-Encoding": encoding})
+                with client.stream("GET", "/metrics", headers={"Accept-Encoding": encoding}) as r:
+                    size = sum(len(chunk) for chunk in r.iter_raw())
                 elapsed = (time.perf_counter() - start) * 1000
-                if response.status_code != 200:
-                    raise RuntimeError(f"/metrics answered {response.status_code}")
-                if response.text.count("circuit_breaker_state{") != 5 * count:
-                    raise RuntimeError("/metrics does not show every breaker")
+                if r.status_code != 200:
+                    raise RuntimeError(f"/metrics answered {r.status_code}")
+                sizes[key] = size
                 if index >= 5:  # the first five warm up
                     times[key].append(elapsed)
         for key, values in times.items():
-            found[key] = {"p50": statistics.median(values), "p99": percentile(values, 0.99)}
+            found[key] = {
+                "p50": statistics.median(values),
+                "p99": percentile(values, 0.99),
+                "bytes": sizes[key],
+            }
         found["requests"] = requests
     return found
 
@@ -348,6 +393,9 @@ def render(report: dict[str, Any]) -> str:
         row = http[key]
         label = f"GET /metrics over HTTP, {key}"
         lines.append(f"  {label:<36}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
+    stall = report["loop_stall"]
+    label = "longest event-loop stall in a GET"
+    lines.append(f"  {label:<36}p50 {stall['p50']:7.1f}   max {stall['max']:7.1f}")
     return "\n".join(lines + verdict_lines(report["verdicts"]))
 
 
@@ -369,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("(c) one scrape ...", file=sys.stderr, flush=True)
     report["scrape_local"] = scrape_in_process(args.breakers, args.scrapes)
     report["scrape_http"] = scrape_over_http(args.breakers, args.scrapes)
+    report["loop_stall"] = asyncio.run(loop_stall(args.breakers, args.scrapes))
     report["verdicts"] = verdicts(report)
     run.finish("observability", report, render)
     return 0

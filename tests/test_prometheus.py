@@ -590,6 +590,46 @@ async def test_head_has_the_headers_of_get_and_no_body() -> None:
     assert head_zipped.headers["content-encoding"] == "gzip"
 
 
+async def test_a_scrape_lets_the_event_loop_run_between_slices_of_64_breakers() -> None:
+    registry = BreakerRegistry(max_breakers=None, clock=FakeClock())
+    for index in range(150):
+        registry.get(f"b{index:03d}")
+    turns = 0
+    seen: list[int] = []  # the loop's turns when each breaker was read
+
+    class Watched:
+        def __init__(self, breaker: CircuitBreaker) -> None:
+            self.breaker = breaker
+
+        def metrics(self) -> BreakerMetrics:
+            seen.append(turns)
+            return self.breaker.metrics()
+
+    source = SimpleNamespace(
+        breakers=lambda: {n: Watched(b) for n, b in registry.breakers().items()}
+    )
+    app = FastAPI()
+    collector = mount_metrics(app, registry=source)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counting = asyncio.create_task(count_turns())
+    try:
+        response = await get(app, headers={"Accept-Encoding": "identity"})
+    finally:
+        counting.cancel()
+
+    slices = [seen[:64], seen[64:128], seen[128:]]
+    assert [len(part) for part in slices] == [64, 64, 22]
+    assert [len(set(part)) for part in slices] == [1, 1, 1]  # no turn within a slice
+    assert slices[0][0] < slices[1][0] < slices[2][0]  # and some between them
+    assert response.content == collector.render(registry)
+
+
 async def test_an_explicit_registry_is_served_instead_of_the_apps() -> None:
     mine = BreakerRegistry(clock=FakeClock())
     mine.get("mine")
