@@ -28,8 +28,15 @@ class LoopbackServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        # A bounded graceful shutdown: an open dashboard stream would otherwise hold Ctrl-C
+        # until the stream's own age limit.
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
         )
         server = uvicorn.Server(config)
         # Two servers share this process: its signals belong to whoever runs them both.
