@@ -7,16 +7,15 @@ one bin below and one above. `LATENCY_BOUNDS` are their upper bounds, inclusive 
 `le` is: bin `i` holds the latencies in `(LATENCY_BOUNDS[i-1], LATENCY_BOUNDS[i]]`.
 
 A call does not pay for its bin. The hot path appends the latency to an `array` (one C call,
-atomic under the GIL, as before), and `fold()` turns a whole array into bin counts later: when
-its bucket leaves the front of the window, or when someone reads the window. `fold()` works on
-the array's bytes with C-level operations (slices, `translate`, big-integer arithmetic), about
-as fast per latency as `sum()`, so no Python code runs per latency.
+atomic under the GIL), and `fold()` turns a whole array into bin counts later: when its bucket
+stops being the current one, or when someone reads the window. Above a few dozen latencies,
+`fold()` works on the array's bytes with C-level operations (slices, `translate`, big-integer
+arithmetic), so no Python code runs per latency.
 
-A percentile read from bins is within one bin of the exact one: the estimate is the middle of
-the bin that holds the exact value, kept within the smallest and largest latency seen (which
-are exact). A bin spans at most a quarter of its lower bound, so the estimate is off by at most
-1/9 (11.1%) of the exact value between 1 us and 1,024 s. Below 1 us it is off by under 1 us;
-above 1,024 s it is the largest latency seen.
+A percentile read from bins is the middle of the bin that holds the exact value. A bin spans
+at most a quarter of its lower bound, so the estimate is off by at most 1/9 (11.1%) of the
+exact value between 1 us and 1,024 s. The lowest bin (1 us and under) reads as 0, and the
+highest (over 1,024 s) as 1,024 s.
 """
 
 from __future__ import annotations
