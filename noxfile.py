@@ -84,10 +84,11 @@ def dist(session: nox.Session) -> None:
             wheel_names = {name.split("/", 1)[-1] for name in archive.namelist()}
         if "LICENSE" not in sdist_names or "licenses/LICENSE" not in wheel_names:
             session.error("LICENSE is missing from the sdist or from the wheel's dist-info")
-        # The dashboard's page is package data: without it the router serves 404s.
-        page = "fastapi_breaker/_dashboard/dashboard.html"
-        if page not in wheel_names or page not in sdist_names:
-            session.error(f"{page} is missing from the wheel or from the sdist")
+        # The dashboard's page is package data: without it the router serves 404s. (Names lost
+        # their first folder above: the sdist's root, the wheel's package.)
+        page = "_dashboard/dashboard.html"
+        if page not in wheel_names or f"fastapi_breaker/{page}" not in sdist_names:
+            session.error(f"fastapi_breaker/{page} is missing from the wheel or from the sdist")
 
         source = Path(tmp) / sdist.name.removesuffix(".tar.gz")
         groups = nox.project.load_toml(source / "pyproject.toml")
