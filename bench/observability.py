@@ -1,6 +1,7 @@
-"""Observability costs: a call with the Prometheus collector, `stats` at any traffic, a scrape.
+"""Observability costs: a call with the Prometheus collector, `stats` at any traffic, a scrape,
+OpenTelemetry.
 
-    python -m bench.observability [--quick] [--rounds R] [--breakers N]
+    python -m bench.observability [--quick] [--rounds R] [--breakers N] [--scrapes S]
 
 (a) `await breaker.call(noop)` on a closed breaker whose registry has the Prometheus collector
     registered (scraped once per round, outside the timed loop) and the engine's transition
@@ -18,6 +19,13 @@
     Prometheus asks for it and plain, one request at a time, until the body's last byte;
     and in this process, the longest the event loop waited for a turn during a GET (a scrape
     reads the breakers in slices, letting other requests run between them).
+(d) OpenTelemetry: `await breaker.call(noop)` closed, and refused (open), through a registry
+    with `fastapi_breaker.otel.instrument(registry)` (metrics and every span event) against
+    one without, with no span current and in a recording span (one per 100 calls), in the
+    interleaved rounds of (a): the ratio of the closed calls' overheads over the bare call,
+    and of the refusals' whole cost. Then one collection of the breakers of (c) through the
+    SDK's `InMemoryMetricReader` (its cardinality limit raised to hold them all), beside
+    their `metrics()` reads and the Prometheus collector's `render()`.
 Results: bench/results/observability-<date>.json.
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import gzip
 import logging
@@ -38,23 +47,43 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bench.apps import HEALTH_OPTIONS, populate
 from bench.processes import UvicornProcess
-from bench.report import Run, goal, heading, median_interval, timed, verdict_lines, versions
-from fastapi_breaker import BreakerRegistry, CircuitBreaker, State
+from bench.report import (
+    Run,
+    goal,
+    heading,
+    interleaved,
+    median_interval,
+    timed,
+    verdict_lines,
+    versions,
+)
+from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, State
 from fastapi_breaker.fastapi import setup_breakers
+from fastapi_breaker.otel import instrument
 from fastapi_breaker.prometheus import BreakerCollector, mount_metrics
 from fastapi_breaker.testing import FakeClock
 
 CALLS = 2_000  # per timed sample in (a)
 READS = 200  # per timed sample in (b)
 FULL = 1_000_000  # calls in the full window of (b)
+SPAN_CALLS = 100  # calls per span in (d): under the SDK's default limit of 128 events per span
+OPEN_OPTIONS = {"reset_timeout": 3600.0, "volume_threshold": 0}  # (d): one failure opens
 
 
 async def noop() -> None:
     return None
+
+
+async def fail() -> None:
+    raise ValueError("upstream said no")
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -143,6 +172,17 @@ def read_once(read: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / 1000
 
 
+def interleaved_once(ways: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Milliseconds of one run of each way per round, starting one further along each round."""
+    keys = list(ways)
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    for index in range(rounds):
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].append(read_once(ways[key]) / 1000)
+    return samples
+
+
 def read_loop(read: Callable[[], object]) -> Callable[[int], Awaitable[None]]:
     async def run(n: int) -> None:
         for _ in range(n):
@@ -214,12 +254,7 @@ def scrape_in_process(count: int, reads: int) -> dict[str, Any]:
         "generate_latest": lambda: generate_latest(prometheus),
         "gzip": lambda: gzip.compress(body, compresslevel=1),
     }
-    samples: dict[str, list[float]] = {key: [] for key in ways}
-    for index in range(reads):
-        shift = index % len(ways)
-        keys = list(ways)[shift:] + list(ways)[:shift]
-        for key in keys:
-            samples[key].append(read_once(ways[key]) / 1000)  # ms
+    samples = interleaved_once(ways, reads)
     found: dict[str, Any] = {
         "bytes": len(body),
         "gzip_bytes": len(gzip.compress(body, compresslevel=1)),
@@ -299,6 +334,121 @@ def scrape_over_http(count: int, requests: int) -> dict[str, Any]:
     return found
 
 
+# --------------------------------------------------------------------------- (d) OpenTelemetry
+
+
+async def otel_call_cost(rounds: int) -> dict[str, Any]:
+    """Closed and refused calls through a registry with `instrument()` and one without, alone
+    and in a recording span (a span per 100 calls, under the SDK's 128 events per span)."""
+    tracer = TracerProvider().get_tracer("bench")
+    registries = {"plain": BreakerRegistry(OPEN_OPTIONS), "otel": BreakerRegistry(OPEN_OPTIONS)}
+    instrument(registries["otel"], meter_provider=MeterProvider())  # metrics, every span event
+    for registry in registries.values():
+        with contextlib.suppress(ValueError):
+            await registry.get("open").call(fail)  # opens it: volume_threshold is 0
+
+    def calling(breaker: CircuitBreaker) -> Callable[[int], Awaitable[None]]:
+        async def run(n: int) -> None:
+            for _ in range(n):
+                try:  # noqa: SIM105 - contextlib.suppress would add its own cost to the timing
+                    await breaker.call(noop)
+                except CircuitOpenError:
+                    pass
+
+        return run
+
+    def in_spans(loop: Callable[[int], Awaitable[None]]) -> Callable[[int], Awaitable[None]]:
+        async def run(n: int) -> None:
+            for done in range(0, n, SPAN_CALLS):
+                with tracer.start_as_current_span("request"):
+                    await loop(min(SPAN_CALLS, n - done))
+
+        return run
+
+    async def bare(n: int) -> None:
+        for _ in range(n):
+            await noop()
+
+    loops: dict[str, Callable[[int], Awaitable[None]]] = {"bare": bare}
+    for state in ("closed", "open"):
+        for key, registry in registries.items():
+            loop = calling(registry.get(state))
+            loops[f"{state}.{key}"] = loop
+            loops[f"{state}.{key}.span"] = in_spans(loop)
+    samples = await interleaved(loops, CALLS, rounds)
+    for key, registry in registries.items():
+        states = (registry.get("closed").state, registry.get("open").state)
+        if states != (State.CLOSED, State.OPEN):
+            raise RuntimeError(f"the {key} registry's breakers left their states: {states}")
+    found: dict[str, Any] = {
+        "calls_per_sample": CALLS,
+        "calls_per_span": SPAN_CALLS,
+        "rounds": rounds,
+        "ns": {key: statistics.median(values) for key, values in samples.items()},
+    }
+    for state in ("closed", "open"):
+        for span in ("", ".span"):
+            otel, plain = samples[f"{state}.otel{span}"], samples[f"{state}.plain{span}"]
+            # A closed call is compared by its overhead over the bare await, as in (a); a
+            # refusal by its whole cost, as it never awaits the action.
+            floor = samples["bare"] if state == "closed" else [0.0] * rounds
+            ratios = [(o - f) / (p - f) for o, p, f in zip(otel, plain, floor, strict=True)]
+            found[f"ratio.{state}{span}"] = statistics.median(ratios)
+            found[f"ratio_95.{state}{span}"] = list(median_interval([ratios]))
+    return found
+
+
+def data_points(reader: InMemoryMetricReader) -> int:
+    data = reader.get_metrics_data()
+    return sum(
+        len(metric.data.data_points)
+        for resource in (data.resource_metrics if data else [])
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    )
+
+
+def otel_collection(count: int, collections: int) -> dict[str, Any]:
+    """One collection of `count` breakers with history through the SDK's in-memory reader,
+    beside the `metrics()` reads it starts with and the Prometheus collector's `render()`."""
+    registry = BreakerRegistry(HEALTH_OPTIONS, max_breakers=None)
+    populate(registry, count)
+    # The SDK folds an instrument's attribute sets past 2,000 (the calls of 333 breakers) into
+    # one overflow point: counted apart, then the limit raised so that every breaker is collected.
+    reader = InMemoryMetricReader()
+    capped = instrument(
+        registry, meter_provider=MeterProvider(metric_readers=[reader]), span_events=False
+    )
+    default_limit = data_points(reader)
+    capped.uninstrument()
+    reader = InMemoryMetricReader()
+    views = [View(instrument_name="circuit_breaker.*", aggregation_cardinality_limit=10 * count)]
+    provider = MeterProvider(metric_readers=[reader], views=views)
+    instrument(registry, meter_provider=provider, span_events=False)
+    points = data_points(reader)
+    breakers = list(registry.breakers().values())
+    collector = BreakerCollector(registry)
+    samples = interleaved_once(
+        {
+            "read": lambda: [breaker.metrics() for breaker in breakers],
+            "collect": reader.get_metrics_data,
+            "render": collector.render,
+        },
+        collections,
+    )
+    found: dict[str, Any] = {
+        "data_points": points,
+        "data_points_default_limit": default_limit,
+        "collections": collections,
+    }
+    for key, values in samples.items():
+        found[key] = {"p50": statistics.median(values), "p99": percentile(values, 0.99)}
+    ratios = [c / r for c, r in zip(samples["collect"], samples["render"], strict=True)]
+    found["ratio_to_render"] = statistics.median(ratios)
+    found["ratio_to_render_95"] = list(median_interval([ratios]))
+    return found
+
+
 # -------------------------------------------------------------------------------- report
 
 
@@ -306,9 +456,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.observability", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--rounds", type=int, default=150, help="rounds in (a) and (b) (150)")
-    parser.add_argument("--breakers", type=int, default=1_000, help="breakers in (c) (1,000)")
-    parser.add_argument("--scrapes", type=int, default=50, help="scrapes in (c) (50)")
+    parser.add_argument("--rounds", type=int, default=150, help="rounds in (a), (b), (d) (150)")
+    parser.add_argument("--breakers", type=int, default=1_000, help="breakers in (c), (d) (1,000)")
+    parser.add_argument("--scrapes", type=int, default=50, help="scrapes in (c) and (d) (50)")
     parser.add_argument("--quick", action="store_true", help="a short run: 10 rounds, 10 scrapes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -323,6 +473,8 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
     low, high = call["ratio_95"]
     s_low, s_high = stats["stats_ratio_95"]
     scrape = http["gzip"]["p50"]
+    otel = report["otel_call"]
+    o_low, o_high = otel["ratio_95.closed"]
     return [
         goal(
             "closed-call overhead with the collector and logging: ratio at most 1.03",
@@ -342,6 +494,14 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
             f"/metrics with {report['breakers']:,} breakers under 50 ms",
             scrape < 50.0,
             f"GET, gzipped: p50 {scrape:.1f} ms, p99 {http['gzip']['p99']:.1f} ms",
+        ),
+        goal(
+            "closed-call overhead with OpenTelemetry instrument(): ratio at most 1.03",
+            otel["ratio.closed"] <= 1.03,
+            f"{otel['ns']['closed.otel'] - otel['ns']['bare']:.0f} vs "
+            f"{otel['ns']['closed.plain'] - otel['ns']['bare']:.0f} ns: "
+            f"{otel['ratio.closed']:.3f} (95% {o_low:.3f}-{o_high:.3f})",
+            settled=not o_low <= 1.03 <= o_high,
         ),
     ]
 
@@ -396,6 +556,39 @@ def render(report: dict[str, Any]) -> str:
     stall = report["loop_stall"]
     label = "longest event-loop stall in a GET"
     lines.append(f"  {label:<36}p50 {stall['p50']:7.1f}   max {stall['max']:7.1f}")
+    otel, collection = report["otel_call"], report["otel_collection"]
+    lines += [
+        "",
+        f"(d) OpenTelemetry: await breaker.call(noop), ns per call ({otel['calls_per_sample']:,}"
+        f" calls x {otel['rounds']} rounds); bare await noop() {otel['ns']['bare']:.0f} ns",
+        "  the ratio: of the overheads over the bare await when closed, of the whole call refused",
+        f"  {'':<30}{'without':>9}{'instrument()':>14}{'ratio':>8}{'95%':>14}",
+    ]
+    for state, label in (("closed", "closed"), ("open", "refused (open)")):
+        for span, where in (("", ""), (".span", f", spans of {otel['calls_per_span']}")):
+            low, high = otel[f"ratio_95.{state}{span}"]
+            lines.append(
+                f"  {label + where:<30}{otel['ns'][f'{state}.plain{span}']:9.0f}"
+                f"{otel['ns'][f'{state}.otel{span}']:14.0f}{otel[f'ratio.{state}{span}']:8.3f}"
+                f"{f'{low:.3f}-{high:.3f}':>14}"
+            )
+    lines.append(
+        f"  one collection of {report['breakers']:,} breakers, {collection['data_points']:,} "
+        f"data points, ms ({collection['collections']} of each)",
+    )
+    lines.append(
+        f"  (the SDK's default cardinality limit would keep "
+        f"{collection['data_points_default_limit']:,} of them, overflow points included)"
+    )
+    for key, label in (("collect", "InMemoryMetricReader, collect"),
+                       ("read", "breaker.metrics() of each, alone"),
+                       ("render", "Prometheus collector.render()")):  # fmt: skip
+        row = collection[key]
+        lines.append(f"  {label:<36}p50 {row['p50']:7.1f}   p99 {row['p99']:7.1f}")
+    low, high = collection["ratio_to_render_95"]
+    lines.append(
+        f"  collect / render: {collection['ratio_to_render']:.2f} (95% {low:.2f}-{high:.2f})"
+    )
     return "\n".join(lines + verdict_lines(report["verdicts"]))
 
 
@@ -407,7 +600,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run("bench.observability", argv)
     report: dict[str, Any] = {
         **run.header,
-        "versions": versions("fastapi_breaker", "prometheus_client", "fastapi", "uvicorn"),
+        "versions": versions(
+            "fastapi_breaker", "prometheus_client", "opentelemetry-sdk", "fastapi", "uvicorn"
+        ),
         "breakers": args.breakers,
     }
     print("(a) call overhead ...", file=sys.stderr, flush=True)
@@ -418,6 +613,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["scrape_local"] = scrape_in_process(args.breakers, args.scrapes)
     report["scrape_http"] = scrape_over_http(args.breakers, args.scrapes)
     report["loop_stall"] = asyncio.run(loop_stall(args.breakers, args.scrapes))
+    print("(d) OpenTelemetry ...", file=sys.stderr, flush=True)
+    report["otel_call"] = asyncio.run(otel_call_cost(args.rounds))
+    report["otel_collection"] = otel_collection(args.breakers, args.scrapes)
     report["verdicts"] = verdicts(report)
     run.finish("observability", report, render)
     return 0
