@@ -315,10 +315,10 @@ class BreakerCore(Transitions):
         with self._lock:
             return self.window.stats(now)
 
-    def read(self, now: float, moves: Moves) -> tuple[State, float | None, Totals, Stats]:
+    def read(self, now: float, moves: Moves) -> tuple[State, float | None, Totals, Totals]:
         """What an exporter reads, under one lock: (the state at `now`, after the transitions
         the clock made due; seconds until a call would be admitted, None while closed; everything
-        counted since the breaker was made, transitions included; the window's stats)."""
+        counted since the breaker was made, transitions included; the window's counts)."""
         with self._lock:
             state = self._observe(now, moves)
             retry_after = None if state is State.CLOSED else self._retry_after(now)

@@ -12,10 +12,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._buckets import Totals
 from ._histogram import LATENCY_BOUNDS
 from ._options import BreakerOptions
 from ._state import State
 from ._stats import Stats
+from ._window import stats_of
 
 if TYPE_CHECKING:
     from ._base import BreakerBase
@@ -91,8 +93,10 @@ class BreakerMetrics:
     - `calls`: calls by outcome since the breaker was made, one key per `CALL_OUTCOMES`.
     - `latency`: their latencies since the breaker was made.
     - `transitions`: (from_state, to_state) -> how many times, over the three `State` values.
-    - `window`: the rolling window now, as `breaker.stats` gives it.
+    - `error_percentage`: the rolling window's, as `breaker.stats` gives it.
     - `retry_after`: seconds until a call would be admitted; None while closed.
+    - `window`: the rolling window, as `breaker.stats` gives it: made when first read, since
+      an exporter that reads only the rest (Prometheus's) should not pay for its percentiles.
     """
 
     name: str
@@ -100,15 +104,22 @@ class BreakerMetrics:
     calls: dict[str, int]
     latency: LatencyHistogram
     transitions: dict[tuple[str, str], int]
-    window: Stats
+    error_percentage: float
     retry_after: float | None
     options: BreakerOptions
+    # The window's counts, turned into `Stats` by `window` on demand.
+    _window_counts: Totals = dataclasses.field(default_factory=Totals, repr=False, compare=False)
+
+    @property
+    def window(self) -> Stats:
+        return stats_of(self._window_counts)
 
 
 def read_metrics(breaker: BreakerBase) -> BreakerMetrics:
     core = breaker.core
     moves: list[str] = []
     state, retry_after, totals, window = core.read(breaker.clock(), moves)
+    counted = window.successes + window.failures
     breaker.announce(moves)  # a transition the clock made due is announced like any other
     if not core.enabled:
         label = "disabled"
@@ -129,7 +140,8 @@ def read_metrics(breaker: BreakerBase) -> BreakerMetrics:
         },
         latency=LatencyHistogram(tuple(totals.dense()), totals.latency.total),
         transitions=totals.transitions,
-        window=window,
+        error_percentage=100.0 * window.failures / counted if counted else 0.0,
         retry_after=retry_after,
         options=core.options,
+        _window_counts=window,
     )

@@ -24,7 +24,7 @@ from typing import Any
 from ._buckets import Bucket, Totals
 from ._stats import Stats
 
-__all__ = ["RollingWindow"]
+__all__ = ["RollingWindow", "stats_of"]
 
 
 class RollingWindow:
@@ -123,11 +123,11 @@ class RollingWindow:
         for bucket in self.live(now):
             bucket.settle()
             window.add(bucket)
-        return _stats_of(window)
+        return stats_of(window)
 
-    def read(self, now: float) -> tuple[Totals, Stats]:
+    def read(self, now: float) -> tuple[Totals, Totals]:
         """(everything counted since the window was made, restored buckets excepted; the
-        window's stats at `now`), in one pass: what an exporter reads on every scrape."""
+        window's counts at `now`), in one pass: what an exporter reads on every scrape."""
         totals = Totals()
         totals.add_totals(self.retired)
         window = Totals()
@@ -137,7 +137,7 @@ class RollingWindow:
             totals.add(bucket)
             if bucket.epoch >= oldest:
                 window.add(bucket)
-        return totals, _stats_of(window)
+        return totals, window
 
     def to_list(self, now: float) -> list[dict[str, Any]]:
         """The live buckets, newest first, each with its age in buckets (0 is the current one)."""
@@ -163,7 +163,8 @@ class RollingWindow:
         self.current_end = now + self.width
 
 
-def _stats_of(window: Totals) -> Stats:
+def stats_of(window: Totals) -> Stats:
+    """The `Stats` of a window's counts."""
     return Stats.compute(
         successes=window.successes,
         failures=window.failures,

@@ -308,7 +308,7 @@ class _Hub:
             entry = {
                 "name": _printable_name(name),
                 "state": metrics.state,
-                "error_percentage": window.error_percentage,
+                "error_percentage": metrics.error_percentage,
                 "calls_per_second": rate,
                 "latency": {
                     "p50": window.percentiles[0.5],

@@ -144,7 +144,7 @@ def _transitions(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
 
 def _failure_rate(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
-        yield Observation(m.window.error_percentage / 100, {"name": m.name})
+        yield Observation(m.error_percentage / 100, {"name": m.name})
 
 
 def _latency(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:

@@ -227,7 +227,7 @@ class BreakerCollector(Collector):
                 [*zip(self._le, counts, strict=True), ("+Inf", latency.count)],
                 latency.sum,
             )
-            failure_rate.add_metric([name], metrics.window.error_percentage)
+            failure_rate.add_metric([name], metrics.error_percentage)
             for (source, target), count in _transitions(metrics):
                 transitions.add_metric([name, source, target], count)
             for family, (_, read) in zip(settings, _SETTINGS, strict=True):
@@ -509,7 +509,7 @@ class _Text:
             text = general % (*map(_count, values), _number(latency.sum))
         duration.append(text.replace(_NAME, name))
 
-        error = _number(metrics.window.error_percentage)
+        error = _number(metrics.error_percentage)
         rate.append(f'circuit_breaker_failure_rate{{name="{name}"}} {error}\n')
 
         counted = metrics.transitions

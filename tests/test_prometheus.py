@@ -409,7 +409,7 @@ def test_render_writes_what_generate_latest_writes_past_a_million() -> None:
         calls=many,
         latency=LatencyHistogram(tuple(counts), 123456.789),
         transitions=transitions,
-        window=stats,
+        error_percentage=stats.error_percentage,
         retry_after=None,
         options=BreakerOptions(timeout=None, volume_threshold=1_000_000),
     )
