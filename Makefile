@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install -q -e '.[fastapi,httpx,redis,prometheus,otel]' --group dev
+	$(BIN)/python -m pip install -q -e '.[fastapi,httpx,redis,prometheus,otel,grpc]' --group dev
 	touch $@
 
 # The peers the benchmarks time, from the `bench` group, on top of the dev install.
