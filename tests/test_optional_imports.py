@@ -45,6 +45,11 @@ CASES = [
         ("httpx",),
         "fastapi_breaker.httpx needs httpx: pip install 'fastapi_breaker[httpx]'",
     ),
+    (
+        "fastapi_breaker.grpc",
+        ("grpc",),
+        "fastapi_breaker.grpc needs grpcio: pip install 'fastapi_breaker[grpc]'",
+    ),
 ]
 
 
