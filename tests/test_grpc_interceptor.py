@@ -287,6 +287,17 @@ async def test_pushback_keeps_the_breaker_open_that_long_capped(backend: Backend
         assert breaker.retry_after == 1.0
 
 
+async def test_pushback_at_the_end_of_a_stream(backend: Backend) -> None:
+    breaker = make_breaker(reset_timeout=1.0)
+    async with channel_for(backend.port, breaker) as channel:
+        received: list[bytes] = []
+        with pytest.raises(grpc.aio.AioRpcError):
+            await read_into(received, channel.unary_stream("/t.S/US")(b"pushback:45000"))
+        await settled(breaker, 1)
+    assert received == [b"a", b"b", b"c"]
+    assert breaker.retry_after == 45.0
+
+
 # ------------------------------------------------------------------ a dead server
 
 
