@@ -18,16 +18,18 @@ from .user_service import AuthSettings
 SCALE = 0.1
 
 
-def main() -> int:
+def main(*, over_grpc: bool = False) -> int:
+    """Play the scenarios, the Auth Service over HTTP or gRPC; 0 if each step went right."""
     settings = AuthSettings().scaled(SCALE)
+    over = " (Auth Service over gRPC)" if over_grpc else ""
     print(
-        f"fastapi_breaker demo: times scaled by {SCALE:g} (timeout {settings.timeout:g} s, "
+        f"fastapi_breaker demo{over}: times scaled by {SCALE:g} (timeout {settings.timeout:g} s, "
         f"reset timeout {settings.reset_timeout:g} s); threshold "
         f"{settings.error_threshold_percentage:g}%, volume threshold {settings.volume_threshold}"
     )
     try:
         with transition_logs():
-            asyncio.run(run_scenario(settings=settings, wait=asyncio.sleep))
+            asyncio.run(run_scenario(settings=settings, wait=asyncio.sleep, over_grpc=over_grpc))
     except ScenarioError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

@@ -5,10 +5,13 @@ Auth Service through a breaker-protected httpx client. The scenario takes the Au
 down and brings it back, and records what a client of the User Service sees at each step:
 status, `Retry-After`, the breaker's state and the `/health` status.
 
-`run_scenario()` serves both `make demo` (real time, settings scaled down) and the end-to-end
-test (a `FakeClock`, so the reset timeout passes without waiting). It checks every step
-against what the design note says must happen, and raises `ScenarioError` at the first one
-that differs.
+With `over_grpc=True` the Auth Service is the gRPC one (example_app/grpc_auth) and `/login`
+calls it through `fastapi_breaker.grpc`'s interceptor: the same steps, the same answers.
+
+`run_scenario()` serves `make demo` and `make demo-grpc` (real time, settings scaled down) and
+the end-to-end test (a `FakeClock`, so the reset timeout passes without waiting). It checks
+every step against what the design note says must happen, and raises `ScenarioError` at the
+first one that differs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -29,6 +32,14 @@ from .user_service import AuthSettings, create_user_app
 __all__ = ["Outcome", "ScenarioError", "Step", "run_scenario"]
 
 Wait = Callable[[float], Awaitable[None]]
+
+
+class AuthServer(Protocol):
+    """An Auth Service the scenario takes down and brings back on the same port."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ScenarioError(AssertionError):
@@ -119,19 +130,37 @@ async def run_scenario(
     clock: Clock | None = None,
     wait: Wait,
     echo: Callable[[str], None] = print,
+    over_grpc: bool = False,
 ) -> Outcome:
-    """Play both scenarios; `wait(seconds)` lets that much breaker time pass."""
+    """Play both scenarios; `wait(seconds)` lets that much breaker time pass.
+
+    `over_grpc`: against the gRPC Auth Service. A channel whose connection failed waits a
+    little real time before connecting again (grpc_auth/client.py), so with a fake clock
+    `wait` must also let that much real time pass.
+    """
     settings = settings or AuthSettings()
-    auth = LoopbackServer(create_auth_app())
-    await auth.start()
-    user_app = create_user_app(auth.url, settings, clock=clock)
+    auth: AuthServer
+    if over_grpc:
+        from .grpc_auth.server import GrpcAuthServer  # the HTTP demo needs no grpcio
+
+        auth = grpc_auth = GrpcAuthServer()
+        await grpc_auth.start()
+        address = f"gRPC {grpc_auth.target}"
+        user_app = create_user_app(
+            settings=settings, clock=clock, auth_grpc_target=grpc_auth.target
+        )
+    else:
+        auth = http_auth = LoopbackServer(create_auth_app())
+        await http_auth.start()
+        address = http_auth.url
+        user_app = create_user_app(http_auth.url, settings, clock=clock)
     user = LoopbackServer(user_app)
     await user.start()
     try:
         async with httpx.AsyncClient(base_url=user.url, timeout=30.0) as client:
             run = _Run(client, echo)
             run.watch(user_app.state.breaker_registry.get("AuthService"))
-            run.say(f"User Service on {user.url}, Auth Service on {auth.url}")
+            run.say(f"User Service on {user.url}, Auth Service on {address}")
             await _service_down(run, auth, settings, wait)
             await _service_recovery(run, auth, settings, wait)
             return run.outcome
@@ -140,9 +169,7 @@ async def run_scenario(
         await auth.stop()
 
 
-async def _service_down(
-    run: _Run, auth: LoopbackServer, settings: AuthSettings, wait: Wait
-) -> None:
+async def _service_down(run: _Run, auth: AuthServer, settings: AuthSettings, wait: Wait) -> None:
     run.say("Scenario 1: Service Down")
     for _ in range(3):
         await run.login("1. User Service calls Auth Service", expect=200)
@@ -171,7 +198,7 @@ async def _service_down(
 
 
 async def _service_recovery(
-    run: _Run, auth: LoopbackServer, settings: AuthSettings, wait: Wait
+    run: _Run, auth: AuthServer, settings: AuthSettings, wait: Wait
 ) -> None:
     run.say("Scenario 2: Service Recovery")
     await auth.start()  # same port as before

@@ -1,8 +1,10 @@
 """The User Service: a FastAPI app that logs users in through the Auth Service, over httpx.
 
 Every call to the Auth Service goes through `AsyncBreakerTransport`, so the breaker named
-"AuthService" counts each one, and refuses them at once while it is open. The middleware that
-`setup_breakers` installs turns that refusal into a 503 with `Retry-After`. The breakers are
+"AuthService" counts each one, and refuses them at once while it is open. Given
+`auth_grpc_target` instead of `auth_url`, it calls the gRPC Auth Service through
+`fastapi_breaker.grpc`'s interceptor, with the same breaker and the same answers. The middleware
+that `setup_breakers` installs turns that refusal into a 503 with `Retry-After`. The breakers are
 watched at `/health`, `/metrics` (Prometheus) and `/breakers/dashboard` (a live page).
 """
 
@@ -10,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import httpx
@@ -62,6 +64,9 @@ class AuthSettings:
         )
 
 
+# What FastAPI takes as `lifespan=`.
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
 # Where the User Service serves its breakers' metrics and the live dashboard.
 METRICS_PATH = "/metrics"
 DASHBOARD_PATH = "/breakers/dashboard"  # dashboard_router's default prefix, then /dashboard
@@ -82,20 +87,29 @@ def coordinator_from_env(environ: Mapping[str, str] = os.environ) -> RedisCoordi
 
 
 def create_user_app(
-    auth_url: str,
+    auth_url: str | None = None,
     settings: AuthSettings | None = None,
     *,
     clock: Clock | None = None,
     http_timeout: float = 5.0,
     coordinator: RedisCoordinator | None = None,
+    auth_grpc_target: str | None = None,
 ) -> FastAPI:
-    """The User Service, calling the Auth Service at `auth_url`.
+    """The User Service, calling the Auth Service at `auth_url` (HTTP) or `auth_grpc_target`.
+
+    `auth_grpc_target`: the gRPC Auth Service's `host:port`; `/login` then calls its `Verify`.
+    Exactly one of the two is given.
 
     `http_timeout`: httpx's own limit on each phase of a request (connect, write, read, and the
     wait for a pooled connection); the breaker's `settings.timeout` bounds the whole call.
     `coordinator`: shares the breaker with the other processes of the fleet (the lifespan that
     `setup_breakers` installs starts and stops it).
     """
+    if (auth_url is None) == (auth_grpc_target is None):
+        raise ValueError(
+            "create_user_app: give exactly one of auth_url (HTTP) and auth_grpc_target (gRPC), "
+            f"got auth_url={auth_url!r} and auth_grpc_target={auth_grpc_target!r}"
+        )
     settings = settings or AuthSettings()
     registry = BreakerRegistry(
         breakers={"AuthService": dataclasses.asdict(settings)},
@@ -105,7 +119,8 @@ def create_user_app(
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def http_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert auth_url is not None  # the gRPC variant has a lifespan of its own
         transport = AsyncBreakerTransport(
             httpx.AsyncHTTPTransport(limits=AUTH_SERVICE_LIMITS),
             registry=registry,
@@ -117,14 +132,10 @@ def create_user_app(
             app.state.auth_client = client
             yield
 
-    app = FastAPI(title="User Service", lifespan=lifespan)
-    setup_breakers(app, registry)
-
     # /login is the hot route: it reaches its breaker through the registry rather than
     # `Depends`, whose machinery costs FastAPI more than the whole breaker (docs/benchmarks.md),
     # and documents its 503 itself.
-    @app.get("/login", responses={503: dict(CIRCUIT_OPEN_RESPONSE)})
-    async def login(token: str, request: Request) -> dict[str, str]:
+    async def http_login(token: str, request: Request) -> dict[str, str]:
         """Log a user in by verifying the token with the Auth Service."""
         client: httpx.AsyncClient = request.app.state.auth_client
         registry.get("AuthService").check()  # while open, refuse before building the request
@@ -139,6 +150,26 @@ def create_user_app(
         if response.is_error:
             raise HTTPException(status_code=502, detail="Auth Service failed")
         return {"user": response.json()["user"]}
+
+    lifespan: Lifespan = http_lifespan
+    login: Callable[[str, Request], Awaitable[dict[str, str]]] = http_login
+    if auth_grpc_target is not None:
+        # Imported here: the HTTP variant needs no grpcio.
+        from .grpc_auth.client import grpc_lifespan, grpc_login
+
+        lifespan = grpc_lifespan(auth_grpc_target, registry, settings.reset_timeout)
+        login = grpc_login
+
+    app = FastAPI(title="User Service", lifespan=lifespan)
+    setup_breakers(app, registry)
+    # The same route, name and 503 whichever way it reaches the Auth Service.
+    app.add_api_route(
+        "/login",
+        login,
+        methods=["GET"],
+        name="login",
+        responses={503: dict(CIRCUIT_OPEN_RESPONSE)},
+    )
 
     # refuse_early=False: a status page reads the breaker, and must answer while it is open.
     @app.get("/auth-status")

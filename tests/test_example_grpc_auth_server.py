@@ -24,7 +24,7 @@ async def verify(target: str, token: str, deadline: float = 5.0) -> str:
     # them the wait before reconnecting that a refused connection started.
     options = [("grpc.use_local_subchannel_pool", 1)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        stub = auth_pb2_grpc.AuthServiceStub(channel)  # type: ignore[no-untyped-call]
         reply = await stub.Verify(auth_pb2.VerifyRequest(token=token), timeout=deadline)
         return str(reply.user)
 
