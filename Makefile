@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-all test-integration lint typecheck pytest docs demo demo-fleet run bench bench-engine bench-http bench-soak bench-scale bench-bounds bench-fleet bench-observability clean
+.PHONY: test test-all test-integration lint typecheck pytest docs demo demo-fleet demo-grpc run bench bench-engine bench-http bench-soak bench-scale bench-bounds bench-fleet bench-observability bench-grpc clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a stale venv cannot hide a missing dependency.
 # The package comes with its published extras; the tools come from the PEP 735 `dev` group, which
@@ -57,6 +57,11 @@ demo: $(VENV)/.installed-dev
 demo-fleet: $(VENV)/.installed-dev
 	$(BIN)/python -m example_app.fleet_demo
 
+# The design note's scenarios again, with the Auth Service behind gRPC (a grpc.aio server on
+# 127.0.0.1) and the User Service calling it through fastapi_breaker.grpc's interceptor.
+demo-grpc: $(VENV)/.installed-dev
+	$(BIN)/python -m example_app.grpc_demo
+
 # The example User Service (:8000) and Auth Service (:8001), for interactive use. With
 # FASTAPI_BREAKER_REDIS_URL set (FASTAPI_BREAKER_REDIS_NAMESPACE defaults to "user-service"),
 # the User Service shares its breaker through that Redis.
@@ -64,7 +69,7 @@ run: $(VENV)/.installed-dev
 	$(BIN)/python -m example_app
 
 # Benchmarks: not part of `make test`. Each loop is bounded; all traffic stays on 127.0.0.1.
-bench: bench-engine bench-http bench-scale bench-soak bench-bounds bench-fleet bench-observability
+bench: bench-engine bench-http bench-scale bench-soak bench-bounds bench-fleet bench-observability bench-grpc
 
 bench-engine: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.engine
@@ -94,6 +99,10 @@ bench-fleet: $(VENV)/.installed-bench
 # 1,000,000 calls in the window, a /metrics scrape of 1,000 breakers, OpenTelemetry's reads.
 bench-observability: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.observability
+
+# The gRPC interceptor's cost per unary call on a loopback grpc.aio server, against none.
+bench-grpc: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.grpc
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis dist
