@@ -28,7 +28,9 @@ engine's `error_filter` still applies on top.
 
 When a call ends: a unary response when it arrives; a streaming response when the stream ends,
 so an error half-way through is judged by its code like any other, and a caller that stops
-reading and cancels the call (or drops it: grpc cancels a collected call) counts as neither.
+reading and cancels the call counts as neither. A stream dropped without being cancelled goes on
+(as it does in grpc without the interceptor) and keeps its capacity slot or trial until its
+deadline, which the breaker's limit sets, or until its channel closes; it then counts as neither.
 
 Time: the breaker's limit (`timeout`, or the trial limit in half-open) and the call's own
 `timeout=` both bound the call: the shorter is sent as the call's deadline, so the RPC is
