@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
 
 from example_app.grpc_auth import auth_pb2
 from example_app.grpc_auth.codegen import GENERATED, PACKAGE_DIR, ROOT, generate
+
+
+def test_the_committed_code_was_made_by_the_installed_grpcio_tools() -> None:
+    # protoc's output names the grpcio-tools that made it, so another version makes other
+    # files: this says so before the comparisons below fail.
+    committed = (ROOT / PACKAGE_DIR / "auth_pb2_grpc.py").read_text()
+    made_by = re.search(r"^GRPC_GENERATED_VERSION = '([^']+)'$", committed, re.MULTILINE)
+
+    assert made_by is not None
+    assert made_by[1] == importlib.metadata.version("grpcio-tools")
 
 
 @pytest.mark.parametrize("name", GENERATED)
