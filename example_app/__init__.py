@@ -1,1 +1,2 @@
-"""Examples of fastapi_breaker. Today only the engine demo: `python -m example_app.engine_demo`."""
+"""Examples of fastapi_breaker: the engine demo, the services demos (HTTP and gRPC) and the fleet
+demo; example_app/README.md says how to run each."""
