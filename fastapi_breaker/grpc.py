@@ -11,6 +11,10 @@ or, on a channel you build yourself,
 `BreakerInterceptor` is one object for the four kinds of call: unary-unary, unary-stream,
 stream-unary and stream-stream.
 
+The channel helpers are the faster path: their `BreakerChannel` sends unary-unary calls through
+the breaker without grpc's interceptors (which start a task per call), and installs
+`BreakerInterceptor` for the three streaming kinds only.
+
 Which breaker: `breaker=` (one for every call), or a registry with `name=` (one named breaker),
 `key=` (`key(method) -> name`, called with the full method name such as
 `"/auth.AuthService/Verify"`), or `target=` (one breaker named after the channel's target, as
@@ -674,14 +678,14 @@ class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         return response
 
     def _ended(self, call: Any) -> None:
-        if self._attempt.settled:
-            return
+        if self._awaited or self._attempt.settled:
+            return  # the await settles it
         if call.cancelled():
             if not self._attempt.collected():
                 _ABANDONED.append(self._attempt)
             return
-        # An awaiting caller resumes after this callback and settles it; a call nobody awaits
-        # is settled from its status once the loop has run that far.
+        # Ended before anyone awaited it: an await may still come in this turn of the loop;
+        # if none has by the next, read its status.
         asyncio.get_running_loop().call_soon(self._unawaited)
 
     def _unawaited(self) -> None:
