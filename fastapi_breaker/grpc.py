@@ -11,6 +11,10 @@ or, on a channel you build yourself,
 `BreakerInterceptor` is one object for the four kinds of call: unary-unary, unary-stream,
 stream-unary and stream-stream.
 
+The channel helpers are the faster path: their `BreakerChannel` sends unary-unary calls through
+the breaker without grpc's interceptors (which start a task per call), and installs
+`BreakerInterceptor` for the three streaming kinds only.
+
 Which breaker: `breaker=` (one for every call), or a registry with `name=` (one named breaker),
 `key=` (`key(method) -> name`, called with the full method name such as
 `"/auth.AuthService/Verify"`), or `target=` (one breaker named after the channel's target, as
@@ -86,6 +90,7 @@ from ._registry import BreakerRegistry
 
 __all__ = [
     "DEFAULT_FAILURE_CODES",
+    "BreakerChannel",
     "BreakerInterceptor",
     "GrpcBreakerShutdownError",
     "GrpcCallTimeoutError",
@@ -585,6 +590,230 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
 
 
 # ---------------------------------------------------------------------------------- channels
+#
+# grpc.aio runs every intercepted call in a task of its own, which costs more than the breaker's
+# own work. The channel helpers therefore install the interceptor for the three streaming kinds
+# only, and wrap the channel so that a unary-unary call admits through the breaker itself and
+# calls grpc's plain multicallable: grpc keeps such a call on its fast path.
+
+
+class _RefusedCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
+    """A call the breaker refused (or that could not start): awaiting it raises the error."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
+
+    def __await__(self) -> Any:
+        raise self._error
+        yield  # pragma: no cover - makes this a generator
+
+    def _status(self) -> grpc.aio.AioRpcError:
+        if isinstance(self._error, grpc.aio.AioRpcError):
+            return self._error
+        return grpc.aio.AioRpcError(
+            grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(), grpc.aio.Metadata(), str(self._error)
+        )
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        callback(self)
+
+    async def initial_metadata(self) -> Any:
+        return self._status().initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return self._status().trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        return self._status().code()
+
+    async def details(self) -> str:
+        return self._status().details() or ""
+
+    async def wait_for_connection(self) -> None:
+        return None
+
+
+class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
+    """grpc's unary-unary call, settling its breaker attempt exactly once: when awaited, or,
+    for a call nobody awaits, when it ends."""
+
+    __slots__ = ("_attempt", "_awaited", "_call", "_limit", "_policy")
+
+    def __init__(
+        self, policy: BreakerInterceptor, attempt: Attempt, limit: float | None, call: Any
+    ) -> None:
+        self._policy = policy
+        self._attempt = attempt
+        self._limit = limit
+        self._call = call
+        self._awaited = False
+        call.add_done_callback(self._ended)
+
+    def __await__(self) -> Any:
+        if self._awaited or self._attempt.settled:
+            return (yield from self._call.__await__())
+        self._awaited = True  # this await settles the attempt, whatever happens
+        try:
+            response = yield from self._call.__await__()
+        except BaseException as exc:
+            seen = self._policy._settle_error(self._attempt, exc, self._limit)
+            if seen is exc:
+                raise
+            raise seen from exc
+        self._policy._succeeded(self._attempt)
+        return response
+
+    def _ended(self, call: Any) -> None:
+        if self._awaited or self._attempt.settled:
+            return  # the await settles it
+        if call.cancelled():
+            if not self._attempt.collected():
+                _ABANDONED.append(self._attempt)
+            return
+        # Ended before anyone awaited it: an await may still come in this turn of the loop;
+        # if none has by the next, read its status.
+        asyncio.get_running_loop().call_soon(self._unawaited)
+
+    def _unawaited(self) -> None:
+        if self._awaited or self._attempt.settled:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._policy._read_status(self._attempt, self._limit, self._call)
+        )
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
+
+    def done(self) -> bool:
+        return bool(self._call.done())
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._call.time_remaining()
+        return remaining
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._call.add_done_callback(lambda _call: callback(self))
+
+    async def initial_metadata(self) -> Any:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return await self._call.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        code: grpc.StatusCode = await self._call.code()
+        return code
+
+    async def details(self) -> str:
+        details: str = await self._call.details()
+        return details
+
+    async def wait_for_connection(self) -> None:
+        await self._call.wait_for_connection()
+
+
+class _UnaryUnaryMultiCallable(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
+    """`channel.unary_unary(method)` of a breaker channel: admits each call through the breaker
+    and starts it on grpc's plain multicallable."""
+
+    __slots__ = ("_callable", "_method", "_policy")
+
+    def __init__(self, policy: BreakerInterceptor, method: str, callable_: Any) -> None:
+        self._policy = policy
+        self._method = method
+        self._callable = callable_
+
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> _UnaryUnaryCall | _RefusedCall:
+        details = grpc.aio.ClientCallDetails(
+            self._method, timeout, metadata, credentials, wait_for_ready
+        )
+        try:
+            attempt, details, limit = self._policy._begin(details)
+        except Exception as exc:  # raised when the call is awaited, as grpc's interceptors do
+            return _RefusedCall(exc)
+        try:
+            call = self._callable(
+                request,
+                timeout=details.timeout,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+        except BaseException as exc:
+            raise self._policy._settle_error(attempt, exc, limit) from None
+        return _UnaryUnaryCall(self._policy, attempt, limit, call)
+
+
+class BreakerChannel(grpc.aio.Channel):
+    """A `grpc.aio.Channel` whose calls go through a circuit breaker; `insecure_channel()` and
+    `secure_channel()` return one. Unary-unary calls bypass grpc's interceptors (see above);
+    every other method is the wrapped channel's, `channel`."""
+
+    def __init__(self, channel: grpc.aio.Channel, interceptor: BreakerInterceptor) -> None:
+        self.channel = channel
+        self.interceptor = interceptor
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _UnaryUnaryMultiCallable:
+        return _UnaryUnaryMultiCallable(
+            self.interceptor, method, self.channel.unary_unary(method, *args, **kwargs)
+        )
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self.channel.unary_stream(method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self.channel.stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self.channel.stream_stream(method, *args, **kwargs)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self.channel.close(grace)
+
+    async def __aenter__(self) -> BreakerChannel:
+        await self.channel.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.channel.__aexit__(*exc_info)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self.channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self.channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self.channel.channel_ready()
 
 
 def _interceptor(
@@ -597,11 +826,13 @@ def _interceptor(
 
 def insecure_channel(
     target: str, registry: BreakerRegistry | None = None, **interceptor_options: Any
-) -> grpc.aio.Channel:
-    """`grpc.aio.insecure_channel(target)` with a `BreakerInterceptor`: by default one breaker
-    per target, named `target`; `interceptor_options` are `BreakerInterceptor`'s."""
+) -> BreakerChannel:
+    """`grpc.aio.insecure_channel(target)` through a breaker: by default one breaker per
+    target, named `target`; `interceptor_options` are `BreakerInterceptor`'s."""
     interceptor = _interceptor(target, registry, interceptor_options)
-    return grpc.aio.insecure_channel(target, interceptors=interceptor)
+    return BreakerChannel(
+        grpc.aio.insecure_channel(target, interceptors=interceptor[1:]), interceptor
+    )
 
 
 def secure_channel(
@@ -609,8 +840,10 @@ def secure_channel(
     credentials: grpc.ChannelCredentials,
     registry: BreakerRegistry | None = None,
     **interceptor_options: Any,
-) -> grpc.aio.Channel:
-    """`grpc.aio.secure_channel(target, credentials)` with a `BreakerInterceptor`, as
+) -> BreakerChannel:
+    """`grpc.aio.secure_channel(target, credentials)` through a breaker, as
     `insecure_channel`."""
     interceptor = _interceptor(target, registry, interceptor_options)
-    return grpc.aio.secure_channel(target, credentials, interceptors=interceptor)
+    return BreakerChannel(
+        grpc.aio.secure_channel(target, credentials, interceptors=interceptor[1:]), interceptor
+    )

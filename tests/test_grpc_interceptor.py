@@ -6,7 +6,7 @@ import asyncio
 import gc
 import pickle
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -58,9 +58,24 @@ def make_breaker(**options: Any) -> CircuitBreaker:
     return CircuitBreaker(name="S", clock=options.pop("clock", FakeClock()), **options)
 
 
-def channel_for(port: int, breaker: CircuitBreaker) -> grpc.aio.Channel:
+PATH = {"path": "interceptor"}
+
+
+@pytest.fixture(autouse=True, params=["interceptor", "helper"])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs on both paths: `BreakerInterceptor` on a channel built by hand, and the
+    channel helper, whose unary-unary calls bypass grpc's interceptors."""
+    PATH["path"] = request.param
+    yield request.param
+    PATH["path"] = "interceptor"
+
+
+def channel_for(port: int, breaker: CircuitBreaker, **options: Any) -> grpc.aio.Channel:
+    target = f"127.0.0.1:{port}"
+    if PATH["path"] == "helper":
+        return insecure_channel(target, breaker=breaker, **options)
     return grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}", interceptors=BreakerInterceptor(breaker=breaker)
+        target, interceptors=BreakerInterceptor(breaker=breaker, **options)
     )
 
 
@@ -155,10 +170,7 @@ async def test_is_failure_replaces_the_classification(backend: Backend) -> None:
         return error.code() == grpc.StatusCode.NOT_FOUND
 
     breaker = make_breaker()
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{backend.port}",
-        interceptors=BreakerInterceptor(breaker=breaker, is_failure=only_not_found),
-    )
+    channel = channel_for(backend.port, breaker, is_failure=only_not_found)
     async with channel:
         for request in (b"code:UNAVAILABLE", b"code:NOT_FOUND"):
             with pytest.raises(grpc.aio.AioRpcError):
@@ -269,10 +281,7 @@ async def test_a_stream_is_bounded_by_the_breakers_timeout(backend: Backend) -> 
 async def test_pushback_keeps_the_breaker_open_that_long_capped(backend: Backend) -> None:
     clock = FakeClock()
     breaker = make_breaker(clock=clock, reset_timeout=1.0)
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{backend.port}",
-        interceptors=BreakerInterceptor(breaker=breaker, max_pushback=60.0),
-    )
+    channel = channel_for(backend.port, breaker, max_pushback=60.0)
     async with channel:
         with pytest.raises(grpc.aio.AioRpcError):
             await run(channel, "UU", b"pushback:45000")
