@@ -67,6 +67,7 @@ __all__ = [
     "keys_for",
     "parse_message",
     "parse_reply",
+    "process_key_for",
     "script_args",
     "sequence_key_for",
 ]
@@ -111,6 +112,13 @@ def sequence_key_for(namespace: str, name: str, process_id: str) -> str:
     a flush sent again (its answer was lost, not its effect) is then not counted twice."""
     window, _ = keys_for(namespace, name)
     return f"{window[: -len(':window')]}:seq:{_encoded(process_id)}"
+
+
+def process_key_for(namespace: str, process_id: str) -> str:
+    """The key one process keeps alive while it follows the fleet: when the process finds it
+    gone, Redis lost its data (restarted empty, or flushed). Its hash tag `{<namespace>:process}`
+    never equals a breaker's, whose names are encoded to start with "b" or "h"."""
+    return f"{_PREFIX}:{{{_namespace(namespace)}:process}}:{_encoded(process_id)}"
 
 
 def channel_for(namespace: str) -> str:

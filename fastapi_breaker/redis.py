@@ -18,8 +18,10 @@ traffic learns of them at once, and a periodic read repairs a lost message.
 When Redis is unreachable, stalled or answers nonsense, the breakers fall back to their own
 evidence (a known fleet open still holds until its deadline), every breaker emits
 `coordinator_degraded` once, the coordinator retries with jittered backoff, and on success
-emits `coordinator_recovered` and decides with the fleet again. Nothing it does raises into a
-call.
+emits `coordinator_recovered` and decides with the fleet again. A Redis that lost its data
+(restarted empty, or flushed) is such an outage too, however briefly it was gone: each process
+keeps a key of its own alive in Redis and, finding it gone, emits one `coordinator_degraded`
+(with `RedisLostData`) and `coordinator_recovered` pair. Nothing it does raises into a call.
 
 Needs the `redis` extra: `pip install "fastapi_breaker[redis]"`.
 """
@@ -33,10 +35,12 @@ import math
 import os
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.client import PubSub
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import NoScriptError, RedisError
@@ -56,11 +60,12 @@ from ._redis_script import (
     keys_for,
     parse_message,
     parse_reply,
+    process_key_for,
     script_args,
     sequence_key_for,
 )
 
-__all__ = ["RedisCoordinator"]
+__all__ = ["RedisCoordinator", "RedisLostData"]
 
 logger = logging.getLogger("fastapi_breaker")
 
@@ -72,6 +77,17 @@ _BACKOFF_FIRST, _BACKOFF_MOST = 0.1, 5.0
 # a process's unreported successes are missing from the fleet's error rate, so they must not
 # wait long; every second flush halves the commands of a healthy breaker.
 _QUIET_FLUSHES = 2
+# A process key lives this many repair intervals after its last refresh.
+_PROCESS_KEY_INTERVALS = 30
+
+
+class RedisLostData(Exception):
+    """The `error` of a `coordinator_degraded` event when Redis answers again but has lost its
+    data since this process last checked: it restarted empty, or someone flushed it. The fleet's
+    state went with it; a fleet open known here still holds until its deadline."""
+
+    def __init__(self) -> None:
+        super().__init__("Redis lost its data (restarted empty or flushed)")
 
 
 class _Flush:
@@ -183,6 +199,9 @@ class RedisCoordinator:
         self._sha: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
+        self._process_key = process_key_for(namespace, self.process_id)
+        self._remembered = False  # whether Redis was given the process key yet
+        self._memory_due = -math.inf
         self.degraded = False
         self._outage_reported = False
         self._backoff = _BACKOFF_FIRST
@@ -210,8 +229,11 @@ class RedisCoordinator:
         if self._tasks:
             return
         if self._client is None:
-            self._client = aioredis.from_url(
-                self._url,  # type: ignore[arg-type]
+            assert self._url is not None  # __init__ takes a url when it takes no client
+            # The classmethod, not redis.asyncio.from_url(): that one is unannotated before
+            # redis-py 8, and mypy --strict must pass on every version the extra allows.
+            self._client = aioredis.Redis.from_url(
+                self._url,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 health_check_interval=0,
@@ -284,6 +306,8 @@ class RedisCoordinator:
         client = self._client
         if client is None:
             return
+        # First: a restart found after the outage was reported over is a second outage.
+        await self._check_memory(client)
         calls = self._collect(everything)
         if not calls:
             if self.degraded:
@@ -325,9 +349,11 @@ class RedisCoordinator:
                 pipe.evalsha(sha, 3, *followed.keys, *self._args(followed, flush, wants))
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(raw, NoScriptError) for raw in replies):
-                # Redis restarted empty: the script is gone (and so is the fleet's state). Load
-                # it and send the same calls again: none of them ran.
+                # Redis restarted, or its scripts were flushed: load it and send the same calls
+                # again (none of them ran). Whether Redis lost its data too, the process key
+                # tells, now rather than at its next check.
                 self._sha = await client.script_load(SCRIPT)
+                await self._check_memory(client, due=True)
                 continue
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
@@ -426,16 +452,39 @@ class RedisCoordinator:
         core.follow(verdict, now, until, moves)
         breaker.announce(moves)
 
+    async def _check_memory(self, client: aioredis.Redis, *, due: bool = False) -> None:
+        """Find out whether Redis lost its data since the last check: restarted empty, or
+        flushed. Every `repair_interval`, and at every attempt of an outage.
+
+        The script cache cannot tell every process of a restart: the first one to find the
+        script gone loads it again for all. So each process keeps a key of its own alive
+        (`SET ... PX ... GET`, one command): found gone, Redis forgot it. Reported as an outage
+        (`coordinator_degraded` with `RedisLostData`, then `coordinator_recovered` when this
+        flush is answered), once, even when the restart was so quick that no flush failed.
+        """
+        now = asyncio.get_running_loop().time()
+        if not (due or self.degraded or now >= self._memory_due):
+            return
+        self._memory_due = now + self.repair_interval
+        # Refreshed every repair_interval, so it expires only after a process stopped checking
+        # for many of them: an outage that long is reported already.
+        ttl_ms = max(1, round(_PROCESS_KEY_INTERVALS * self.repair_interval * 1000))
+        previous = await client.set(self._process_key, b"1", px=ttl_ms, get=True)
+        if previous is None and self._remembered:
+            self._lost(RedisLostData(), why="lost its data (restarted empty or flushed)")
+        self._remembered = True
+
     # ------------------------------------------------------------------ health of the link
 
-    def _lost(self, error: BaseException) -> None:
+    def _lost(self, error: BaseException, *, why: str = "unreachable") -> None:
         if self._outage_reported:
             return
         self.degraded = self._outage_reported = True
         self._backoff = _BACKOFF_FIRST
         logger.warning(
-            "fleet coordinator %r: Redis unreachable (%s); breakers follow local evidence",
+            "fleet coordinator %r: Redis %s (%s); breakers follow local evidence",
             self.namespace,
+            why,
             type(error).__name__,
         )
         for followed in list(self._followed.values()):
@@ -474,13 +523,11 @@ class RedisCoordinator:
                     self._heard(message.get("data"))
             except asyncio.CancelledError:
                 if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await _close_quietly(pubsub)
                 raise
             except Exception:
                 if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await _close_quietly(pubsub)
                 pubsub = None
                 await asyncio.sleep(self._pause() if self.degraded else self.flush_interval)
             if loop.time() >= next_repair:
@@ -512,3 +559,12 @@ class RedisCoordinator:
         if followed is not None and self._wake is not None:
             followed.dirty = True
             self._wake.set()
+
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    """Close a subscription whose connection may be broken already; never raises."""
+    # redis-py annotates PubSub.aclose() from 8.2 on, not before: called through a typed name,
+    # it passes mypy --strict with either (a `type: ignore` would be unused with one of them).
+    aclose: Callable[[], Awaitable[None]] = pubsub.aclose
+    with contextlib.suppress(Exception):
+        await aclose()

@@ -8,19 +8,22 @@ tests wait for them, polling with a bound, instead of driving a fake clock.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, State
-from fastapi_breaker.redis import RedisCoordinator
+from fastapi_breaker._redis_script import SCRIPT_SHA
+from fastapi_breaker.redis import RedisCoordinator, RedisLostData
 from tests.redis_server import RedisServer
 
 FLUSH = 0.05
@@ -39,12 +42,16 @@ async def fail() -> None:
     raise Boom
 
 
-async def eventually(check: Callable[[], bool], within: float = 3.0) -> None:
-    """Wait until `check()` holds, polling every 10 ms, for `within` seconds at most."""
+async def eventually(
+    check: Callable[[], bool], within: float = 3.0, what: Callable[[], object] | None = None
+) -> None:
+    """Wait until `check()` holds, polling every 10 ms, for `within` seconds at most. `what()`
+    says what was seen instead, in the failure."""
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {check.__doc__ or check}")
+            seen = f"; seen {what()!r}" if what is not None else ""
+            raise AssertionError(f"not within {within} s: {check.__doc__ or check}{seen}")
         await asyncio.sleep(0.01)
 
 
@@ -66,6 +73,25 @@ async def fleet(redis_url: str, count: int, **options: Any) -> AsyncIterator[lis
         for registry in registries:
             await registry.stop()
             registry.shutdown()
+
+
+OUTAGE = ["coordinator_degraded", "coordinator_recovered"]
+
+
+def link_events(breaker: CircuitBreaker) -> list[str]:
+    """The names of the breaker's coordinator events from now on, in order."""
+    seen: list[str] = []
+    breaker.on("coordinator_degraded", lambda event: seen.append(event.name))
+    breaker.on("coordinator_recovered", lambda event: seen.append(event.name))
+    return seen
+
+
+async def open_the_fleet(a: CircuitBreaker, b: CircuitBreaker) -> None:
+    """Five failures in each of two processes: the fleet opens, and both know it."""
+    await failures(a, 5)
+    await failures(b, 5)
+    await eventually(lambda: a.state is State.OPEN and b.state is State.OPEN)
+    await eventually(lambda: a.fleet_state is State.OPEN and b.fleet_state is State.OPEN)
 
 
 async def failures(breaker: CircuitBreaker, count: int) -> None:
@@ -320,22 +346,134 @@ async def test_a_redis_that_answers_errors_is_one_outage_until_it_answers(
         admin.close()
 
 
+def documented_acl() -> list[str]:
+    """The narrowest ACL rule docs/fleet.md gives, for the namespace "user-service"."""
+    text = (Path(__file__).parent.parent / "docs" / "fleet.md").read_text(encoding="utf-8")
+    (line,) = [line for line in text.splitlines() if line.startswith("ACL SETUSER breakers ")]
+    narrow = re.search(r"`(~fastapi_breaker:\{bdXNlci1zZXJ2aWNl:\* &[^`]+)`", text)
+    assert narrow is not None, "docs/fleet.md no longer narrows the rule to one namespace"
+    words = line.split()
+    # The documented rule with its key and channel patterns narrowed as the docs say.
+    return [*words[:-2], *narrow.group(1).split()]
+
+
+async def test_the_documented_acl_lets_a_fleet_open_try_and_close(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command(*documented_acl())
+    admin.acl_log_reset()
+    url = f"redis://breakers:change-me@{redis_url.split('://', 1)[1]}"
+    registries = [
+        BreakerRegistry(
+            {**OPTIONS, "volume_threshold": 0, "reset_timeout": 0.3},
+            coordinator=RedisCoordinator(url, namespace="user-service", flush_interval=FLUSH),
+        )
+        for _ in range(2)
+    ]
+    try:
+        for registry in registries:
+            await registry.start()
+        a, b = (registry.get("svc") for registry in registries)
+        seen_a = link_events(a)
+        await failures(a, 1)
+        await eventually(lambda: b.state is State.OPEN)  # the fleet's open reached b
+        await asyncio.sleep(0.4)  # past the reset timeout
+        with pytest.raises(CircuitOpenError):
+            await a.call(ok)  # asks the fleet for the trial
+        await eventually(lambda: a.state is State.HALF_OPEN)
+        assert await a.call(ok) == "ok"  # the trial; the fleet closes
+        await eventually(lambda: b.fleet_state is State.CLOSED and a.state is State.CLOSED)
+        redis_server.restart()  # and a restart, found through the process key
+        admin.close()
+        admin = redis.Redis.from_url(redis_url)
+        admin.execute_command(*documented_acl())
+        await eventually(lambda: seen_a == OUTAGE, within=8.0, what=lambda: seen_a)
+        assert seen_a == OUTAGE
+        # Nothing refused, but redis-py's CLIENT SETINFO at connect (logged as "client" by
+        # Redis 6.2, which has no such subcommand; redis-py ignores the refusal).
+        refused = [entry["object"] for entry in admin.acl_log()]
+        assert set(refused) <= {"client", "client|setinfo"}, refused
+    finally:
+        for registry in registries:
+            await registry.stop()
+            registry.shutdown()
+        admin.execute_command("ACL", "DELUSER", "breakers")
+        admin.close()
+
+
 async def test_a_known_fleet_open_holds_after_redis_restarts_empty(
     redis_url: str, redis_server: RedisServer
 ) -> None:
     async with fleet(redis_url, 2, reset_timeout=30.0) as (a, b):
-        await failures(a, 5)
-        await failures(b, 5)
-        await eventually(lambda: a.state is State.OPEN and b.state is State.OPEN)
-        recovered: list[str] = []
-        a.on("coordinator_recovered", lambda event: recovered.append(event.name))
+        await open_the_fleet(a, b)
+        seen_a, seen_b = link_events(a), link_events(b)
         redis_server.restart()  # the fleet's state is gone
-        await eventually(lambda: recovered == ["coordinator_recovered"], within=8.0)
+        # However fast the restart, so that no flush failed: one outage, seen by each process.
+        await eventually(
+            lambda: seen_a == seen_b == OUTAGE, within=8.0, what=lambda: (seen_a, seen_b)
+        )
         await asyncio.sleep(5 * FLUSH)  # several answers from the empty fleet
+        assert seen_a == seen_b == OUTAGE
         assert (a.state, b.state) == (State.OPEN, State.OPEN)
         with pytest.raises(CircuitOpenError) as refused:
             await a.call(ok)
         assert refused.value.retry_after > 20.0  # the deadline known before the restart
+
+
+async def test_a_restart_after_a_failed_flush_is_still_one_outage(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async with fleet(redis_url, 1, reset_timeout=30.0) as (a,):
+        await a.call(ok)
+        await eventually(lambda: a.fleet_state is State.CLOSED)
+        seen = link_events(a)
+        redis_server.kill()
+        await failures(a, 1)  # something to flush, which fails
+        await eventually(lambda: seen == ["coordinator_degraded"], what=lambda: seen)
+        redis_server.start()  # empty: its data is gone too, and that is no second outage
+        await eventually(lambda: seen == OUTAGE, within=8.0, what=lambda: seen)
+        await failures(a, 1)
+        await asyncio.sleep(5 * FLUSH)
+        assert seen == OUTAGE
+
+
+async def test_scripts_flushed_under_a_running_fleet_are_loaded_again_without_an_outage(
+    redis_url: str,
+) -> None:
+    async with fleet(redis_url, 2, reset_timeout=30.0) as (a, b):
+        await open_the_fleet(a, b)
+        seen_a, seen_b = link_events(a), link_events(b)
+        admin = redis.Redis.from_url(redis_url)
+        try:
+            admin.script_flush()  # the fleet's keys stay: its state is intact
+            # The next repairing read (open breakers are read every second) loads it again.
+            await eventually(lambda: admin.script_exists(SCRIPT_SHA) == [True])
+        finally:
+            admin.close()
+        await asyncio.sleep(5 * FLUSH)
+        assert seen_a == seen_b == []
+        assert (a.fleet_state, b.fleet_state) == (State.OPEN, State.OPEN)
+
+
+async def test_a_flushed_redis_is_one_outage_for_every_process(redis_url: str) -> None:
+    async with fleet(redis_url, 2, reset_timeout=30.0) as (a, b):
+        await open_the_fleet(a, b)
+        seen_a, seen_b = link_events(a), link_events(b)
+        errors: list[BaseException | None] = []
+        a.on("coordinator_degraded", lambda event: errors.append(event.error))
+        admin = redis.Redis.from_url(redis_url)
+        try:
+            admin.flushall()  # the keys go, the script stays: no flush fails
+        finally:
+            admin.close()
+        await eventually(lambda: seen_a == seen_b == OUTAGE, what=lambda: (seen_a, seen_b))
+        assert [type(error) for error in errors] == [RedisLostData]
+        assert str(errors[0]) == "Redis lost its data (restarted empty or flushed)"
+        await asyncio.sleep(5 * FLUSH)
+        assert seen_a == seen_b == OUTAGE
+        # What each knew of the fleet's open holds, as after a restart.
+        assert (a.state, b.state) == (State.OPEN, State.OPEN)
 
 
 def test_a_bad_url_is_refused_without_echoing_its_password() -> None:
