@@ -56,12 +56,19 @@ async def eventually(
 
 
 @asynccontextmanager
-async def fleet(redis_url: str, count: int, **options: Any) -> AsyncIterator[list[CircuitBreaker]]:
+async def fleet(
+    redis_url: str, count: int, *, repair_interval: float = 1.0, **options: Any
+) -> AsyncIterator[list[CircuitBreaker]]:
     """`count` registries, each with its own coordinator: one breaker "svc" per process."""
     registries = [
         BreakerRegistry(
             {**OPTIONS, **options},
-            coordinator=RedisCoordinator(redis_url, namespace="tests", flush_interval=FLUSH),
+            coordinator=RedisCoordinator(
+                redis_url,
+                namespace="tests",
+                flush_interval=FLUSH,
+                repair_interval=repair_interval,
+            ),
         )
         for _ in range(count)
     ]
@@ -457,7 +464,9 @@ async def test_scripts_flushed_under_a_running_fleet_are_loaded_again_without_an
 
 
 async def test_a_flushed_redis_is_one_outage_for_every_process(redis_url: str) -> None:
-    async with fleet(redis_url, 2, reset_timeout=30.0) as (a, b):
+    # A FLUSHALL breaks no connection: each process finds it at its periodic check of its
+    # key, every 10 repair intervals (1 s here).
+    async with fleet(redis_url, 2, reset_timeout=30.0, repair_interval=0.1) as (a, b):
         await open_the_fleet(a, b)
         seen_a, seen_b = link_events(a), link_events(b)
         errors: list[BaseException | None] = []
