@@ -32,7 +32,7 @@ $(UV): uv.lock tools/uv_requirement.py
 # in the venv, and fails when pyproject.toml and uv.lock disagree. When the venv already matches
 # it returns in milliseconds, so every target runs it: no stamp can go stale.
 # The package (editable) with its published extras and the `dev` group (which holds `test`,
-# `dist`, `build` and uv): what `make test` and the demos need.
+# `dist`, `build` and uv): what `make test`, `make demo-fleet` and `make demo-grpc` need.
 sync-dev: $(UV)
 	$(UV) sync --quiet --locked $(EXTRAS) || { $(LOCK_HINT); }
 
@@ -67,11 +67,12 @@ test-all: sync-dev
 test-integration: sync-dev
 	./integration/run
 
-# The suite in a shuffled order, with the seed printed (pytest-random-order): a test that
-# passes only after another one fails here. RANDOM_SEED=N replays an order.
+# The suite in a shuffled order, every test among all the others (not only within its module),
+# with the seed printed (pytest-random-order): a test that passes only after another one fails
+# here. RANDOM_SEED=N replays an order.
 RANDOM_SEED ?= $(shell $(PYTHON) -c "import random; print(random.randrange(10**6))")
 test-random: sync-dev
-	$(BIN)/pytest -p no:cacheprovider --random-order --random-order-seed=$(RANDOM_SEED)
+	$(BIN)/pytest -p no:cacheprovider --random-order-bucket=global --random-order-seed=$(RANDOM_SEED)
 
 # Drift, seen before it breaks a fresh clone: ruff, mypy --strict and pytest against the newest
 # releases the index serves within pyproject.toml's ranges, ignoring uv.lock, in $(LATEST). It
