@@ -462,7 +462,8 @@ class RedisCoordinator:
 
         The script cache cannot tell every process of a restart: the first one to find the
         script gone loads it again for all. So each process keeps a key of its own alive
-        (`SET ... PX ... GET`, one command): found gone, Redis forgot it. Reported as an outage
+        (`GETEX ... PX`, one command; `SET` when it is missing): found gone after this process
+        set it, Redis forgot it. Reported as an outage
         (`coordinator_degraded` with `RedisLostData`, then `coordinator_recovered` when this
         flush is answered), once, even when the restart was so quick that no flush failed.
         """
@@ -473,9 +474,11 @@ class RedisCoordinator:
         # It expires only after a process stopped checking for several of its periods: an
         # outage that long is reported already.
         ttl_ms = max(1, round(3 * _CHECK_INTERVALS * self.repair_interval * 1000))
-        previous = await client.set(self._process_key, b"1", px=ttl_ms, get=True)
-        if previous is None and self._remembered:
-            self._lost(RedisLostData(), why="lost its data (restarted empty or flushed)")
+        # GETEX, which the script never runs: INFO commandstats tells these checks apart.
+        if await client.getex(self._process_key, px=ttl_ms) is None:
+            if self._remembered:
+                self._lost(RedisLostData(), why="lost its data (restarted empty or flushed)")
+            await client.set(self._process_key, b"1", px=ttl_ms)
         self._remembered = True
 
     # ------------------------------------------------------------------ health of the link
