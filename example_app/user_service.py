@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
+from pydantic import BaseModel
 
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Clock
 from fastapi_breaker.dashboard import dashboard_router
@@ -84,6 +85,12 @@ def coordinator_from_env(environ: Mapping[str, str] = os.environ) -> RedisCoordi
 
     namespace = environ.get("FASTAPI_BREAKER_REDIS_NAMESPACE") or DEFAULT_NAMESPACE
     return RedisCoordinator(url, namespace=namespace)
+
+
+class ErrorDetail(BaseModel):
+    """The body of /login's 401 and 502 (FastAPI's HTTPException)."""
+
+    detail: str
 
 
 def create_user_app(
@@ -162,13 +169,21 @@ def create_user_app(
 
     app = FastAPI(title="User Service", lifespan=lifespan)
     setup_breakers(app, registry)
-    # The same route, name and 503 whichever way it reaches the Auth Service.
+    # The same route, name and answers whichever way it reaches the Auth Service: every status
+    # it can answer is documented, so that a client (or a schema-driven test) can rely on it.
     app.add_api_route(
         "/login",
         login,
         methods=["GET"],
         name="login",
-        responses={503: dict(CIRCUIT_OPEN_RESPONSE)},
+        responses={
+            401: {"model": ErrorDetail, "description": "The Auth Service refused the token"},
+            502: {
+                "model": ErrorDetail,
+                "description": "The Auth Service failed, timed out or could not be reached",
+            },
+            503: dict(CIRCUIT_OPEN_RESPONSE),
+        },
     )
 
     # refuse_early=False: a status page reads the breaker, and must answer while it is open.
