@@ -125,6 +125,11 @@ class BreakerBase:
             emitter.unsubscribe(event, handler)
             self._heard(emitter)
 
+    def listeners(self, event: EventName) -> tuple[EventHandler, ...]:
+        """The handlers subscribed to `event`, in the order they run (a registry's included)."""
+        emitter = self._emitter
+        return () if emitter is None else emitter.held(event)
+
     def hears_only(self, handlers: dict[str, tuple[EventHandler, ...]]) -> bool:
         """Whether this breaker's handlers are all among `handlers` (by event): a registry
         that subscribed them may still forget the breaker."""

@@ -133,6 +133,10 @@ class Emitter:
                 self._handlers.pop(name, None)
             self.listening = frozenset(self._handlers) if self._handlers else _NOTHING
 
+    def held(self, name: str) -> tuple[EventHandler, ...]:
+        """The handlers of event `name`, in the order they run."""
+        return self._handlers.get(name, ())
+
     def only(self, handlers: dict[str, tuple[EventHandler, ...]]) -> bool:
         """Whether every handler held here is among `handlers` (a registry's, by event)."""
         return all(

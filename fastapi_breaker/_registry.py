@@ -17,7 +17,7 @@ from typing import Any, cast
 from ._breaker import CircuitBreaker
 from ._clock import Clock, first_reading
 from ._errors import BreakerError
-from ._events import EVENT_NAMES, EventHandler, EventName
+from ._events import EVENT_NAMES, MAX_HANDLERS, EventHandler, EventName
 from ._fleet import Coordinator
 from ._options import BreakerOptions, option_mapping, options_from, shown
 
@@ -179,14 +179,17 @@ class BreakerRegistry:
         `RegistryFullError` when a new name finds no room and no idle breaker to evict.
         """
         # The hot path of every request: one dict lookup, no lock.
-        breaker = self._breakers.get(name)
+        try:
+            breaker = self._breakers.get(name)
+        except TypeError:  # unhashable: a list, a dict
+            raise ValueError(_bad_name(name)) from None
         if breaker is not None:
             return breaker
         options = self._options.get(name)
         guest = options is None
         if options is None:
             if not isinstance(name, str) or not name:
-                raise ValueError(f"a breaker name must be a non-empty string, got {name!r}")
+                raise ValueError(_bad_name(name))
             if self._strict:
                 raise UnknownBreakerError(name, self._configured)
             options = self._defaults
@@ -259,6 +262,21 @@ class BreakerRegistry:
             held = self._handlers.get(event, ())
             if handler in held:
                 return self
+            # Refused here, whole, rather than later by the breakers one at a time: past the
+            # bound every get() of a new name would fail, and a breaker already full would
+            # leave the handler on some breakers and not others.
+            if len(held) >= MAX_HANDLERS:
+                raise ValueError(
+                    f"event {event!r} already has {MAX_HANDLERS} registry-wide handlers, the "
+                    "most one event keeps; remove one with off() first"
+                )
+            for breaker in self._breakers.values():
+                listeners = breaker.listeners(event)
+                if handler not in listeners and len(listeners) >= MAX_HANDLERS:
+                    raise ValueError(
+                        f"breaker {breaker.name!r} already has {MAX_HANDLERS} handlers of event "
+                        f"{event!r}, the most one event keeps; nothing was subscribed"
+                    )
             for breaker in self._breakers.values():
                 breaker.on(event, handler)
             self._handlers[event] = (*held, handler)
@@ -283,6 +301,8 @@ class BreakerRegistry:
         A configured name stays configured: its next `get()` builds a fresh breaker from its
         options. Whoever still holds the old one gets `BreakerShutdownError` from it.
         """
+        if not isinstance(name, str):
+            raise ValueError(_bad_name(name))
         with self._lock:
             breaker = self._breakers.pop(name, None)
             if breaker is not None and name not in self._configured:
@@ -315,6 +335,8 @@ class BreakerRegistry:
         return self._max
 
     def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False  # no breaker has such a name; an unhashable one must not raise
         if name in self._configured or name in self._breakers:
             return True
         # A miss is asked again under the lock: an eviction may be moving the name right now.
@@ -364,6 +386,10 @@ class BreakerRegistry:
             await self.stop()
         finally:
             self.shutdown()
+
+
+def _bad_name(name: object) -> str:
+    return f"a breaker name must be a non-empty string, got {name!r}"
 
 
 def _forgettable(

@@ -86,6 +86,7 @@ from ._errors import (
     CapacityExceededError,
     CircuitOpenError,
 )
+from ._options import check_seconds
 from ._registry import BreakerRegistry
 
 __all__ = [
@@ -283,15 +284,8 @@ class BreakerInterceptor(Sequence[grpc.aio.ClientInterceptor]):
                 f"is_failure must be a callable is_failure(error) -> bool or None, "
                 f"got {is_failure!r}"
             )
-        if (
-            isinstance(max_pushback, bool)
-            or not isinstance(max_pushback, int | float)
-            or not math.isfinite(max_pushback)
-            or max_pushback <= 0
-        ):
-            raise ValueError(
-                f"max_pushback must be a finite number of seconds > 0, got {max_pushback!r}"
-            )
+        # The engine's check: comparisons, which never overflow on a huge int.
+        check_seconds("max_pushback", max_pushback)
         if breaker is None and registry is None:
             raise ValueError(
                 "a breaker interceptor needs breaker=CircuitBreaker() or registry=BreakerRegistry()"

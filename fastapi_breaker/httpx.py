@@ -76,7 +76,6 @@ import collections
 import email.utils
 import functools
 import ipaddress
-import math
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -100,6 +99,7 @@ from ._errors import (
     CapacityExceededError,
     CircuitOpenError,
 )
+from ._options import check_seconds
 from ._registry import BreakerRegistry, RegistryFullError, UnknownBreakerError
 
 __all__ = [
@@ -356,15 +356,8 @@ class _Policy:
                 f"is_failure must be a callable is_failure(response_or_exception) -> bool "
                 f"or None, got {is_failure!r}"
             )
-        if (
-            isinstance(max_retry_after, bool)
-            or not isinstance(max_retry_after, int | float)
-            or not math.isfinite(max_retry_after)
-            or max_retry_after <= 0
-        ):
-            raise ValueError(
-                f"max_retry_after must be a finite number of seconds > 0, got {max_retry_after!r}"
-            )
+        # The engine's check: comparisons, which never overflow on a huge int.
+        check_seconds("max_retry_after", max_retry_after)
         if breaker is None and registry is None:
             raise ValueError(
                 "a breaker transport needs breaker=CircuitBreaker() or registry=BreakerRegistry()"

@@ -775,6 +775,12 @@ REGISTRY = BreakerRegistry()
         ({"breaker": BREAKER, "max_retry_after": math.inf}, ValueError, "max_retry_after"),
         ({"breaker": BREAKER, "max_retry_after": True}, ValueError, "max_retry_after"),
         ({"breaker": BREAKER, "max_retry_after": "60"}, ValueError, "max_retry_after"),
+        (
+            {"breaker": BREAKER, "max_retry_after": 10**400},
+            ValueError,
+            r"^max_retry_after must be a number of seconds > 0 and <= 31536000 \(365 days\), "
+            r"got 1000",
+        ),
     ],
 )
 @pytest.mark.parametrize("transport_class", [AsyncBreakerTransport, BreakerTransport])

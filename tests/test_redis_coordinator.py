@@ -491,6 +491,50 @@ def test_a_bad_url_is_refused_without_echoing_its_password() -> None:
     assert "s3cret" not in str(refused.value)
 
 
+ENCODE = (
+    "percent-encode the characters of the user name and password that a URL reserves: "
+    "'#' as %23, '/' as %2F, '?' as %3F, '@' as %40"
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://app:Pa55#s3cret@redis:6379/0", f"url's host and port cannot be read: {ENCODE}"),
+        ("redis://app:Pa55/s3cret@redis:6379/0", f"url's host and port cannot be read: {ENCODE}"),
+        ("redis://app:Pa55?s3cret@redis:6379/0", f"url's host and port cannot be read: {ENCODE}"),
+        (
+            "redis://app:1234/s3cret@redis/0",
+            f"url's host, port or database cannot be read: {ENCODE}",
+        ),
+        (
+            "redis://app:s3cret@redis:6379/zero",
+            "url's database (its path) must be a whole number, as in redis://host:6379/0, "
+            "or absent (0)",
+        ),
+        ("rediss://app:s3cret@redis:6379?db=zero", "url's db= must be a whole number, as in ?db=0"),
+        ("unix:///run/redis.sock?db=one", "url's db= must be a whole number, as in ?db=0"),
+    ],
+)
+def test_a_url_redis_py_would_misread_is_refused_without_echoing_it(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        RedisCoordinator(url, namespace="x")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis",
+        "redis://redis:6379/",
+        "redis://app:p%23ss%2F%3F%40@redis:6379/15",
+        "rediss://redis:6380?db=2",
+        "unix:///run/redis.sock?db=3",
+    ],
+)
+def test_urls_redis_py_reads_are_accepted(url: str) -> None:
+    assert RedisCoordinator(url, namespace="x").namespace == "x"
+
+
 async def test_stop_returns_promptly_right_after_a_transition_woke_the_flusher(
     redis_url: str,
 ) -> None:

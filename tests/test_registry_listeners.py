@@ -4,6 +4,7 @@ line every state change writes by default."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -172,3 +173,50 @@ def test_an_open_the_fleet_decided_says_so(caplog: pytest.LogCaptureFixture) -> 
         "circuit breaker 'auth' opened (closed -> open) as its fleet decided; next trial in 20 s"
     )
     assert record.error_percentage == 0.0  # type: ignore[attr-defined]
+
+
+def test_registry_wide_handlers_are_bounded_by_on_itself() -> None:
+    registry = BreakerRegistry(clock=FakeClock())
+    handlers = [lambda event: None for _ in range(1001)]
+    for handler in handlers[:1000]:
+        registry.on("open", handler)
+    expected = (
+        "event 'open' already has 1000 registry-wide handlers, the most one event keeps; "
+        "remove one with off() first"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        registry.on("open", handlers[1000])
+    # A new name still gets a breaker, with the thousand.
+    assert len(registry.get("new").listeners("open")) == 1000
+    registry.on("open", handlers[0])  # one it keeps: no-op
+    registry.off("open", handlers[0])
+    registry.on("open", handlers[1000])
+    assert registry.get("new").listeners("open")[-1] is handlers[1000]
+
+
+def test_a_breaker_already_full_refuses_a_registry_wide_handler_before_any_is_added() -> None:
+    registry = BreakerRegistry(clock=FakeClock())
+    first, full = registry.get("first"), registry.get("full")
+    for _ in range(1000):
+        full.on("open", lambda event: None)
+    handler = print
+    expected = (
+        "breaker 'full' already has 1000 handlers of event 'open', the most one event keeps; "
+        "nothing was subscribed"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        registry.on("open", handler)
+    assert first.listeners("open") == ()
+    assert registry.get("later").listeners("open") == ()
+
+
+@pytest.mark.parametrize("name", [["x"], {"x": 1}, 3, ""])
+def test_a_name_that_is_no_string_is_refused_naming_it(name: object) -> None:
+    registry = BreakerRegistry(clock=FakeClock())
+    expected = f"^{re.escape(f'a breaker name must be a non-empty string, got {name!r}')}$"
+    with pytest.raises(ValueError, match=expected):
+        registry.get(name)  # type: ignore[arg-type]
+    if name != "":
+        with pytest.raises(ValueError, match=expected):
+            registry.remove(name)  # type: ignore[arg-type]
+    assert name not in registry

@@ -39,8 +39,6 @@ ENGINE = (
     "_transitions",
     "_window",
 )
-# The most lines an engine module may hold: past it, a module has more than one job.
-MOST_LINES = 400
 # Annotation-only names allowed to point back up the layers: `Event.breaker`,
 # `Attempt.breaker`, a snapshot's core and the breakers a `Coordinator` is handed are typed with
 # the classes users hold, which import these modules. Nothing of them runs at import: these are
@@ -137,12 +135,6 @@ def test_type_only_imports_close_no_cycle_but_the_listed_annotations() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
-
-
-@pytest.mark.parametrize("name", ENGINE)
-def test_each_engine_module_has_at_most_400_lines(name: str) -> None:
-    lines = len((PACKAGE / f"{name}.py").read_text().splitlines())
-    assert lines <= MOST_LINES, f"{name}.py has {lines} lines"
 
 
 def test_every_engine_module_is_listed() -> None:
