@@ -193,6 +193,10 @@ def _answerable(request: Request, exc: Exception) -> CircuitOpenError:
 class CircuitBreakerMiddleware:
     """Answers 503 when a `CircuitOpenError` escapes the app before its response has started.
 
+    "Started" as this middleware sees it: a start held by a middleware inside it (GZip holds it
+    until the first body chunk) reached no client, so a refusal raised then is still answered,
+    even when Starlette's exception handler, seeing the start go, gave up on it.
+
     So does an exception group made only of refusals; any other group passes unchanged. Once
     the response has started the error is re-raised: the status line is already on the wire.
     Every message passes through unchanged, so streaming responses are untouched; websocket and
@@ -225,6 +229,16 @@ class CircuitBreakerMiddleware:
             if started:
                 raise
             await self._answer(exc, send)
+        except RuntimeError as exc:
+            # Starlette's exception handler refuses to answer a refusal once the app has sent
+            # its response start, raising this from it. A middleware between here and there
+            # may hold that start (GZip does, until the first body chunk): if it never reached
+            # us, nothing reached the client, and the 503 can still go.
+            cause = exc.__cause__
+            refusal = None if started or cause is None else _refusal(cause)
+            if refusal is None:
+                raise
+            await self._answer(refusal, send)
         except BaseExceptionGroup as group:
             refusal = None if started else _refusal(group)
             if refusal is None:

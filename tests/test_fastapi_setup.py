@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
@@ -743,3 +744,32 @@ def test_each_route_gets_its_own_copy_of_the_503() -> None:
     responses(schema, "/me")["503"]["description"] = "edited"
 
     assert responses(schema, "/nested")["503"]["description"] != "edited"
+
+
+@pytest.mark.parametrize("refusal", ["plain", "group"])
+async def test_a_refusal_behind_a_middleware_that_holds_the_start_answers_503(
+    refusal: str,
+) -> None:
+    # GZip holds the response start until the first body chunk: the app "started" its response,
+    # but nothing reached the client when the refusal came, so a 503 can still be sent.
+    app = FastAPI()
+    app.add_middleware(GZipMiddleware, minimum_size=0)
+    setup_breakers(app)
+    error = CircuitOpenError("AuthService", 7.5)
+
+    async def body() -> AsyncIterator[bytes]:
+        if refusal == "group":
+            raise ExceptionGroup("calls", [error])
+        raise error
+        yield b""  # pragma: no cover - a generator that raises before its first chunk
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(body())
+
+    async with running(app) as client:
+        response = await client.get("/stream", headers={"accept-encoding": "gzip"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "8"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["retry_after"] == 8

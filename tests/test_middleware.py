@@ -252,6 +252,30 @@ async def test_open_circuit_after_the_response_started_is_reraised() -> None:
     assert sent[0]["status"] == 200
 
 
+async def test_a_runtime_error_from_a_refusal_after_the_start_went_out_is_reraised() -> None:
+    # What Starlette's exception handler raises when the start had reached us: too late.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("response already started") from CircuitOpenError("AuthService", 2.0)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(RuntimeError, match=r"^response already started$"):
+        await CircuitBreakerMiddleware(app)(http_scope(), server_receive(), send)
+    assert [m["type"] for m in sent] == ["http.response.start"]
+
+
+async def test_a_runtime_error_caused_by_anything_but_a_refusal_is_reraised() -> None:
+    error = RuntimeError("boom")
+    error.__cause__ = ValueError("not a refusal")
+    with pytest.raises(RuntimeError) as raised:
+        await serve(CircuitBreakerMiddleware(raising(error)), http_scope())
+    assert raised.value is error
+
+
 async def test_other_exceptions_are_not_caught() -> None:
     # Other breaker errors too: only an open circuit means "retry later".
     for error in (RuntimeError("boom"), CallTimeoutError("AuthService", 5.0)):
