@@ -362,6 +362,7 @@ class BreakerInterceptor(Sequence[grpc.aio.ClientInterceptor]):
         deadline to send, and the breaker's limit if it is the shorter one (else None)."""
         if _ABANDONED:
             _settle_abandoned()
+        spent = details.timeout is not None and _spent(details.timeout)
         breaker = self._breaker_for(details.method)
         try:
             attempt = breaker.begin()
@@ -371,6 +372,12 @@ class BreakerInterceptor(Sequence[grpc.aio.ClientInterceptor]):
             raise GrpcCapacityExceededError(exc.name, exc.capacity) from None
         except BreakerShutdownError as exc:
             raise GrpcBreakerShutdownError(exc.name) from None
+        if spent:
+            # The caller's deadline had passed before the call (a timeout of 0 or less, a
+            # forwarded deadline already used up): grpc ends it DEADLINE_EXCEEDED, the caller's
+            # doing, not the server's. Neither success nor failure; nothing later counts it.
+            attempt.cancelled()
+            return attempt, details, None
         if not breaker.enabled:
             return attempt, details, None
         options = breaker.options
@@ -765,6 +772,14 @@ class _UnaryUnaryMultiCallable(grpc.aio.UnaryUnaryMultiCallable):  # type: ignor
         except BaseException as exc:
             raise self._policy._settle_error(attempt, exc, limit) from None
         return _UnaryUnaryCall(self._policy, attempt, limit, call)
+
+
+def _spent(timeout: float) -> bool:
+    """Whether a call's own `timeout` has already passed; a timeout that is no number of seconds
+    is refused, naming it (grpc would take NaN as no deadline at all)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout != timeout:
+        raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    return timeout <= 0
 
 
 class BreakerChannel(grpc.aio.Channel):

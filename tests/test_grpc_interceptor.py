@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import pickle
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -260,6 +261,59 @@ async def test_the_calls_own_shorter_deadline_is_a_deadline_failure(backend: Bac
     assert type(raised.value) is not GrpcCallTimeoutError
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert (breaker.stats.failures, breaker.stats.timeouts) == (1, 0)
+
+
+async def call_with_timeout(
+    channel: grpc.aio.Channel, kind: str, request: bytes, deadline: float
+) -> Any:
+    if kind == "UU":
+        return await channel.unary_unary("/t.S/UU")(request, timeout=deadline)
+    if kind == "US":
+        return [m async for m in channel.unary_stream("/t.S/US")(request, timeout=deadline)]
+    if kind == "SU":
+        return await channel.stream_unary("/t.S/SU")(requests(request), timeout=deadline)
+    return [m async for m in channel.stream_stream("/t.S/SS")(requests(request), timeout=deadline)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("deadline", [-1.0, 0, 0.0])
+async def test_a_deadline_spent_before_the_call_counts_as_neither(
+    backend: Backend, kind: str, deadline: float
+) -> None:
+    # The caller's doing (a forwarded deadline already used up), not the server's: ten of them
+    # must not open a breaker that opens on one failure.
+    breaker = make_breaker(timeout=5.0)
+    async with channel_for(backend.port, breaker) as channel:
+        codes = []
+        for _ in range(10):
+            try:
+                await call_with_timeout(channel, kind, b"ok", deadline)
+                codes.append(grpc.StatusCode.OK)  # a zero deadline may race the answer
+            except grpc.aio.AioRpcError as error:
+                codes.append(error.code())
+            except asyncio.CancelledError:  # grpc.aio's own: this task was not cancelled
+                codes.append(grpc.StatusCode.CANCELLED)
+    if deadline < 0:
+        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 10
+    # A zero deadline races grpc's own work: an answer, DEADLINE_EXCEEDED, or now and then
+    # another code (INTERNAL, a CancelledError for a request stream). Whatever it gives, the
+    # call was the caller's doing, and counts as neither.
+    assert len(codes) == 10
+    for _ in range(20):
+        await asyncio.sleep(0)  # a stream's late settlement would land by now
+    assert breaker.state is State.CLOSED
+    assert (breaker.stats.fires, breaker.stats.failures, breaker.stats.successes) == (10, 0, 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_nan_deadline_is_refused_naming_it(backend: Backend, kind: str) -> None:
+    breaker = make_breaker()
+    async with channel_for(backend.port, breaker) as channel:
+        with pytest.raises(
+            ValueError, match=r"^timeout must be a number of seconds or None, got nan$"
+        ):
+            await call_with_timeout(channel, kind, b"ok", math.nan)
+    assert (breaker.stats.fires, sum(backend.hits.values())) == (0, 0)
 
 
 async def test_a_stream_is_bounded_by_the_breakers_timeout(backend: Backend) -> None:
