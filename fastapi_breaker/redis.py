@@ -434,7 +434,15 @@ class RedisCoordinator:
         if not self.degraded:
             breaker.core.fleet_health(True)  # the fleet has answered about this breaker
         now = breaker.clock()
-        until = now + reply.remaining_ms / 1000
+        # Believed no further than this breaker's options allow: the fleet's script opens for
+        # reset_timeout (an upstream's Retry-After holds only the process that read it) and
+        # leases a trial for its limit plus the margin. A deadline past that comes from a Redis
+        # clock that stepped back, or from garbage, and would refuse for as long as it says.
+        options = breaker.options
+        longest = (
+            options.reset_timeout if reply.state == "open" else options.trial_timeout + LEASE_MARGIN
+        )
+        until = now + min(reply.remaining_ms / 1000, longest)
         moves: list[str] = []
         if reply.state == "closed":
             verdict = "close"

@@ -353,6 +353,52 @@ async def test_a_redis_that_answers_errors_is_one_outage_until_it_answers(
         admin.close()
 
 
+def fleet_open_until(redis_url: str, ahead_ms: int | None, generation: int) -> None:
+    """Write the fleet state of "svc" as open until `ahead_ms` past the Redis server's clock,
+    or (None) until the largest deadline the script reads, 2**53 - 1 ms: what a Redis clock that
+    stepped back, or garbage, would make the script answer."""
+    from fastapi_breaker._redis_script import keys_for
+
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        seconds, micros = admin.time()
+        fields = {
+            "state": "open",
+            "opened_until": (
+                2**53 - 1 if ahead_ms is None else seconds * 1000 + micros // 1000 + ahead_ms
+            ),
+            "holder": "",
+            "lease_until": 0,
+            "generation": generation,
+            "trials": 0,
+        }
+        admin.hset(keys_for("tests", "svc")[1], mapping=fields)
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("ahead_ms", [86_400_000, None])
+async def test_a_fleet_deadline_is_believed_no_further_than_the_reset_timeout(
+    redis_url: str, ahead_ms: int | None
+) -> None:
+    async with fleet(redis_url, 1, reset_timeout=0.5, repair_interval=0.1) as (a,):
+        await a.call(ok)
+        await eventually(lambda: a.fleet_state is State.CLOSED)
+        fleet_open_until(redis_url, ahead_ms, generation=5)
+        await eventually(lambda: a.state is State.OPEN)  # read at the next repair
+        with pytest.raises(CircuitOpenError) as refused:
+            await a.call(ok)
+        assert 0 < refused.value.retry_after <= 0.5
+        # The fleet forgets it (keys deleted, FLUSHALL): the hold ends with its capped deadline.
+        admin = redis.Redis.from_url(redis_url)
+        try:
+            admin.flushall()
+        finally:
+            admin.close()
+        await eventually(lambda: a.state is State.CLOSED and a.fleet_state is State.CLOSED)
+        assert await a.call(ok) == "ok"
+
+
 def documented_acl() -> list[str]:
     """The narrowest ACL rule docs/fleet.md gives, for the namespace "user-service"."""
     text = (Path(__file__).parent.parent / "docs" / "fleet.md").read_text(encoding="utf-8")
