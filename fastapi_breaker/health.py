@@ -3,7 +3,8 @@
 `health_router()` returns an `APIRouter` with three endpoints (prefix `/health` by default):
 
 - `GET /health`: every breaker's state, stats and retry-after (and, when a coordinator shares
-  it with a fleet, the fleet's state, which the status then follows), and an overall status:
+  it with a fleet, the fleet's state: the status then follows the worse of the two), and an
+  overall status:
 
   - `healthy`: every breaker is closed (or none exists yet);
   - `degraded`: some breaker is open or half-open, but no *critical* breaker is open;
@@ -277,6 +278,10 @@ def health_router(
     return router
 
 
+# How far from closed a state is, for the worse of a process's and its fleet's.
+_WORSE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
 def _health(
     breakers: Mapping[str, CircuitBreaker], critical: frozenset[str], show: bool
 ) -> tuple[str, bytes]:
@@ -291,9 +296,11 @@ def _health(
     closed = State.CLOSED
     for name, breaker in breakers.items():
         state = breaker.state
-        # With a fleet, the status follows the fleet's state: every worker answers the same.
+        # With a fleet, the status follows the worse of the fleet's state and this process's:
+        # every worker answers the same for the fleet's decisions, and a worker that refuses
+        # on its own evidence (or holds a fleet open the fleet forgot) is not called healthy.
         fleet = breaker.fleet_state
-        decided = state if fleet is None else fleet
+        decided = state if fleet is None or _WORSE[state] >= _WORSE[fleet] else fleet
         if decided is not closed:
             if decided is State.OPEN and name in critical:
                 status = "unhealthy"

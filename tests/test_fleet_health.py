@@ -1,5 +1,6 @@
-"""/health with a fleet: the status follows the fleet's state, shown beside the local one, so
-that every worker answers a probe the same way; without the fleet, the local state decides."""
+"""/health with a fleet: the status follows the worse of the fleet's state, shown beside the
+local one, and the local one, so that every worker answers the same for the fleet's decisions
+and none that refuses is called healthy; without the fleet, the local state decides."""
 
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ async def test_a_fleet_open_shows_beside_the_local_state_and_decides_the_status(
     assert body["details"]["AuthService"]["state"] == "closed"
     assert body["details"]["AuthService"]["fleet"] == "open"
     assert body["details"]["Payments"]["fleet"] is None  # nothing heard from the fleet yet
+
+
+async def test_a_process_that_refuses_is_not_healthy_while_the_fleet_is_closed() -> None:
+    clock = FakeClock()
+    registry = linked_registry(clock)
+    auth = registry.get("AuthService")
+    auth.core.fleet.state = "closed"  # type: ignore[union-attr]
+    auth.open()  # this process refuses, on its own evidence
+    assert (auth.state, auth.fleet_state) == (State.OPEN, State.CLOSED)
+    response = await health(registry, critical=("AuthService",))
+    assert (response.status_code, response.json()["status"]) == (503, "unhealthy")
+    details = response.json()["details"]["AuthService"]
+    assert (details["state"], details["fleet"]) == ("open", "closed")
+    response = await health(registry)  # not critical: degraded
+    assert (response.status_code, response.json()["status"]) == (200, "degraded")
 
 
 async def test_without_the_fleet_the_local_state_decides() -> None:
