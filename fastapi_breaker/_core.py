@@ -358,6 +358,13 @@ class BreakerCore(Transitions):
                 self.fleet = FleetLink()
             return self.fleet
 
+    def keep_fleet_open(self) -> None:
+        """The fleet forgot its state: an open held from it becomes this core's own, refusing
+        until its deadline, then a trial by this core's clock (a local open stays local)."""
+        with self._lock:
+            if self.fleet is not None:
+                self.fleet.held = False
+
     def unlink_fleet(self) -> None:
         with self._lock:
             self.fleet = None

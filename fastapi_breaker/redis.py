@@ -114,7 +114,6 @@ class _Followed:
         "breaker",
         "dirty",
         "generation",
-        "kept_open_until",
         "keys",
         "pending",
         "quiet",
@@ -134,8 +133,6 @@ class _Followed:
         # to go with, at most (see _QUIET_FLUSHES).
         self.quiet = Deltas(0, 0, 0)
         self.generation = 0  # the fleet's, as last answered: it only grows, unless Redis lost it
-        # A fleet open known here, kept until its deadline after Redis lost the fleet's state.
-        self.kept_open_until = -math.inf
 
 
 # One call of the script: a breaker, the flush it carries (None: a read), whether it asks for
@@ -455,13 +452,13 @@ class RedisCoordinator:
         else:
             verdict = "wait"
         core = breaker.core
-        if reply.generation < followed.generation and core.fleet and core.fleet.held:
-            # The fleet's state went back: Redis restarted empty, or lost the key. A fleet open
-            # known here still holds until its deadline, as during an outage.
-            followed.kept_open_until = core.opened_until
+        if reply.repaired or reply.generation < followed.generation:
+            # The fleet forgot its state: Redis restarted empty, lost the key, or held garbage
+            # there. A fleet open known here becomes this process's own: it holds until its
+            # deadline, then one trial by this process's clock, as during an outage. Closing on
+            # the word of a fleet that forgot would let every call through.
+            core.keep_fleet_open()
         followed.generation = reply.generation
-        if verdict == "close" and now < followed.kept_open_until:
-            return
         core.follow(verdict, now, until, moves)
         breaker.announce(moves)
 

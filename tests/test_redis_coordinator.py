@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, State
-from fastapi_breaker._redis_script import SCRIPT_SHA
+from fastapi_breaker._redis_script import SCRIPT_SHA, keys_for
 from fastapi_breaker.redis import RedisCoordinator, RedisLostData
 from tests.redis_server import RedisServer
 
@@ -389,14 +389,47 @@ async def test_a_fleet_deadline_is_believed_no_further_than_the_reset_timeout(
         with pytest.raises(CircuitOpenError) as refused:
             await a.call(ok)
         assert 0 < refused.value.retry_after <= 0.5
-        # The fleet forgets it (keys deleted, FLUSHALL): the hold ends with its capped deadline.
+        # The fleet forgets it (keys deleted, FLUSHALL): the hold ends at its capped deadline,
+        # with a trial by this process's clock, which closes it.
         admin = redis.Redis.from_url(redis_url)
         try:
             admin.flushall()
         finally:
             admin.close()
-        await eventually(lambda: a.state is State.CLOSED and a.fleet_state is State.CLOSED)
+        await eventually(lambda: a.fleet_state is State.CLOSED)
+        await asyncio.sleep(0.5)
         assert await a.call(ok) == "ok"
+        assert a.state is State.CLOSED
+
+
+async def test_a_fleet_open_whose_state_turns_to_garbage_holds_then_tries_locally(
+    redis_url: str,
+) -> None:
+    # Garbage keeps landing in the keys of an open fleet: each read finds the state unreadable
+    # (the script deletes it: a closed fleet, its window empty). Each process keeps the open it
+    # knew until its deadline, then lets one trial through by its own clock, as in an outage;
+    # it must not close on the word of a fleet that forgot, letting every call through.
+    reset = 0.5
+    async with fleet(redis_url, 2, reset_timeout=reset) as (a, b):
+        await open_the_fleet(a, b)
+        window, state = keys_for("tests", "svc")
+        client = redis.Redis.from_url(redis_url)
+        admitted = 0
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 3.0:
+                client.set(window, b"\xff" * 7)
+                client.hset(state, mapping={"state": "sideways", "generation": "-3"})
+                for breaker in (a, b):
+                    with suppress(CircuitOpenError):
+                        with pytest.raises(Boom):
+                            await breaker.call(fail)
+                        admitted += 1
+                await asyncio.sleep(0.01)
+        finally:
+            client.close()
+    # One trial per reset and process at the most: 3 s / 0.5 s, plus one, for each of two.
+    assert admitted <= 2 * (3.0 / reset + 1), admitted
 
 
 def documented_acl() -> list[str]:
