@@ -35,7 +35,7 @@ try:
     from fastapi import APIRouter, Depends, HTTPException, Request, Response
     from fastapi.responses import StreamingResponse
     from pydantic_core import to_json
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import Message, Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "fastapi_breaker.dashboard needs FastAPI: pip install 'fastapi_breaker[fastapi]'"
@@ -72,6 +72,7 @@ _HEARTBEAT = (0.01, 300.0)
 _QUEUE_SIZE = (1, 1000)
 _MAX_CLIENTS = (1, 10_000)
 _MAX_STREAM_AGE = (0.1, 86_400.0)
+_WRITE_TIMEOUT = (0.01, 300.0)
 
 # Caches and proxies must ask again each time: a stale stream or page lies.
 _STREAM_HEADERS = {
@@ -107,6 +108,7 @@ def dashboard_router(
     queue_size: int = 16,
     max_clients: int = 32,
     max_stream_age: float = 300.0,
+    write_timeout: float = 10.0,
     tags: Iterable[str] = ("breakers",),
 ) -> APIRouter:
     """Build the events stream and dashboard router; see the module docstring.
@@ -128,12 +130,17 @@ def dashboard_router(
     - `max_stream_age`: seconds after which the server ends a stream, 0.1 to 86,400. The
       browser reconnects 2 s later, through `authorize` again: a revoked credential loses the
       stream within this time, and a server that stops waits at most this long for open pages.
+    - `write_timeout`: seconds one frame may wait for a client that does not read (its socket
+      full) before the server ends its stream, 0.01 to 300. A stream ends by `max_stream_age`
+      plus this at the latest, whatever its client does, so a viewer that stops reading gives
+      its slot back.
     """
     _check_range("interval", interval, *_INTERVAL, "a number of seconds")
     _check_range("heartbeat", heartbeat, *_HEARTBEAT, "a number of seconds")
     _check_range("queue_size", queue_size, *_QUEUE_SIZE, "an integer")
     _check_range("max_clients", max_clients, *_MAX_CLIENTS, "an integer")
     _check_range("max_stream_age", max_stream_age, *_MAX_STREAM_AGE, "a number of seconds")
+    _check_range("write_timeout", write_timeout, *_WRITE_TIMEOUT, "a number of seconds")
     _check_prefix(prefix)
     tag_list = list(_names("tags", tags))
     if authorize is not None and not callable(authorize):
@@ -149,6 +156,7 @@ def dashboard_router(
         queue_size=queue_size,
         max_clients=max_clients,
         max_age=float(max_stream_age),
+        write_timeout=float(write_timeout),
     )
     assets = {path: (_read_asset(file), media) for path, (file, media) in _ASSETS.items()}
 
@@ -335,12 +343,14 @@ class _Streams:
         queue_size: int,
         max_clients: int,
         max_age: float,
+        write_timeout: float,
     ) -> None:
         self.interval = interval
         self.heartbeat = heartbeat
         self.queue_size = queue_size
         self.max_clients = max_clients
         self.max_age = max_age
+        self.write_timeout = write_timeout
         self.hubs: dict[int, _Hub] = {}
         self.clients = 0
 
@@ -367,7 +377,12 @@ class _Streams:
                 if self.hubs.get(id(registry)) is hub:
                     del self.hubs[id(registry)]
 
-        return _EventStream(self.frames(client, replay), release)
+        return _EventStream(
+            self.frames(client, replay),
+            release,
+            write_timeout=self.write_timeout,
+            lifetime=self.max_age + self.write_timeout,
+        )
 
     async def frames(self, client: _Client, replay: bytes | None) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
@@ -401,17 +416,50 @@ def _frame(kind: str, event_id: int | None, body: bytes, dropped: int) -> bytes:
 
 
 class _EventStream(StreamingResponse):
-    """The stream's response; `release` runs when it ends, however it ends."""
+    """The stream's response; `release` runs when it ends, however it ends.
 
-    def __init__(self, frames: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+    The frames stop at the stream's age, but a client that does not read blocks the server's
+    send once its socket is full, and the frames with it: each send is bounded by
+    `write_timeout`, and the whole response by `lifetime`. Either ends the response unfinished,
+    and the server closes the connection.
+    """
+
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        release: Callable[[], None],
+        *,
+        write_timeout: float,
+        lifetime: float,
+    ) -> None:
         super().__init__(frames, media_type="text/event-stream", headers=_STREAM_HEADERS)
         self._release = release
+        self._write_timeout = write_timeout
+        self._lifetime = lifetime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        write_timeout = self._write_timeout
+
+        async def bounded_send(message: Message) -> None:
+            try:
+                async with asyncio.timeout(write_timeout):
+                    await send(message)
+            except TimeoutError:
+                # Not a TimeoutError, which is an OSError: Starlette would take it for the
+                # client's disconnect and raise that instead.
+                raise _Stalled from None
+
         try:
-            await super().__call__(scope, receive, send)
+            async with asyncio.timeout(self._lifetime):
+                await super().__call__(scope, receive, bounded_send)
+        except (TimeoutError, _Stalled):
+            logger.info("dashboard stream ended: its client stopped reading")
         finally:
             self._release()
+
+
+class _Stalled(Exception):
+    """A frame waited `write_timeout` for a client that does not read."""
 
 
 def _read_asset(name: str) -> bytes:

@@ -528,6 +528,53 @@ async def test_past_max_clients_the_stream_answers_503_until_one_leaves() -> Non
         await eventually(lambda: admitted(client))
 
 
+async def stalled_viewer(url: str) -> socket.socket:
+    """A viewer that asks for the stream and never reads: a tiny receive buffer, so that the
+    server's sends block soon."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    sock.send(f"GET {EVENTS} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return sock
+
+
+async def test_viewers_that_stop_reading_give_their_slots_back() -> None:
+    # Snapshots of 300 long-named breakers, a hundred a second: a socket that is not read
+    # fills well within the stream's age, and the server's next send waits on it.
+    registry = BreakerRegistry()
+    for index in range(300):
+        registry.get(f"{index:03d}-" + "x" * 200)
+    app = make_app(registry, max_clients=2, interval=0.01, max_stream_age=1.0, write_timeout=0.5)
+    server = LoopbackServer(app)
+    await server.start()
+    stalled = [await stalled_viewer(server.url) for _ in range(2)]
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+            await asyncio.sleep(0.3)
+            assert not await admitted(client)  # both slots held
+            started = time.monotonic()
+            # By the age limit plus one write timeout, whatever the stalled viewers do.
+            for _ in range(int(WAIT / 0.05)):
+                if await admitted(client):
+                    break
+                await asyncio.sleep(0.05)
+            freed_after = time.monotonic() - started
+    finally:
+        for sock in stalled:
+            sock.close()
+        await server.stop()
+    assert freed_after < 1.0 + 0.5 + 0.5, freed_after
+
+
+@pytest.mark.parametrize("value", [0, 0.001, 301, float("nan"), "1", True])
+def test_write_timeout_is_checked_at_construction(value: object) -> None:
+    expected = f"write_timeout must be a number of seconds from 0.01 to 300, got {value!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        dashboard_router(BreakerRegistry(), write_timeout=value)  # type: ignore[arg-type]
+
+
 class RecordingRegistry(BreakerRegistry):
     """A registry that records who subscribes and unsubscribes."""
 
