@@ -342,12 +342,28 @@ class BreakerCore(Transitions):
             return self.window.to_list(now)
 
     def idle(self, now: float) -> bool:
-        """Closed, enabled, nothing holding a slot, and no failure in the window: forgetting
-        this breaker loses nothing but counts that say all is well."""
-        if not (self.state is State.CLOSED and self.enabled and not self.shut):
+        """Whether forgetting this breaker loses nothing worth keeping. Enabled, not shut, not
+        forced open, nothing holding a slot, and either:
+
+        - closed with no failure in the window: what it forgets says all is well; or
+        - quiet: no call at all in the window (none ended, none refused), and no wait left:
+          open past its reset timeout, or half-open with no trial running. A breaker still
+          being called has its refusals in its window, so a flood of new names cannot reset
+          it; one nobody calls would only let the next call through as a trial.
+        """
+        if not (self.enabled and not self.shut) or self._forced:
             return False
         with self._lock:
-            return self.in_flight == 0 and self.window.failures(now) == 0
+            if self.in_flight:
+                return False
+            state = self.state
+            if state is State.CLOSED:
+                return self.window.failures(now) == 0
+            if state is State.OPEN and now < self.opened_until:
+                return False
+            if state is State.HALF_OPEN and self._trials().trials:
+                return False
+            return self.window.quiet(now)
 
     # ------------------------------------------------------------------ the fleet
 

@@ -400,12 +400,13 @@ def _forgettable(
     Handlers the registry itself subscribed (`shared`, see `on()`) do not count as attached:
     the breaker that replaces it gets them too.
 
-    It must be closed (forgetting an open one would let anyone reset an open circuit by
-    flooding new names), enabled and not shut down, with nothing the user attached after
-    creation (handlers, a fallback, a bound action, a health check) and no call the breaker can
-    see in flight (a capacity slot or a pending deadline). A failure still in its window counts
-    towards opening: forgetting it would reset that count, so such a breaker waits until the
-    failure ages out.
+    It must be enabled and not shut down, with nothing the user attached after creation
+    (handlers, a fallback, a bound action, a health check), no call the breaker can see in
+    flight (a capacity slot or a pending deadline), and an idle core (`BreakerCore.idle`):
+    closed with no failure in its window (forgetting one would reset that count towards
+    opening), or quiet with no wait left (open past its reset timeout, or half-open with no
+    trial, and no call at all in its window). A breaker still being called keeps its refusals in
+    its window: flooding new names cannot reset an open circuit.
 
     Cheapest tests first. A call that starts on another thread just after the test ends on
     the forgotten breaker, which is harmless: nobody else holds it.

@@ -109,6 +109,17 @@ class RollingWindow:
         """The failures in the window."""
         return sum(bucket.failures for bucket in self.live(now))
 
+    def quiet(self, now: float) -> bool:
+        """Whether the window saw no call at all: none ended, none was refused or cancelled."""
+        return not any(
+            bucket.successes
+            or bucket.failures
+            or bucket.rejects
+            or bucket.semaphore_rejections
+            or bucket.cancelled
+            for bucket in self.live(now)
+        )
+
     def outcome_counts(self, now: float) -> tuple[int, int]:
         """(successes, failures) in the window: what the open decision needs, without folding."""
         successes = failures = 0

@@ -16,6 +16,7 @@ from fastapi_breaker import (
     BreakerRegistry,
     BreakerShutdownError,
     CircuitBreaker,
+    CircuitOpenError,
     RegistryFullError,
     State,
     _registry,
@@ -161,10 +162,19 @@ def held_open(breaker: CircuitBreaker, clock: FakeClock) -> Callable[[], object]
     return breaker.close
 
 
-def held_half_open(breaker: CircuitBreaker, clock: FakeClock) -> Callable[[], object]:
+def held_half_open_by_its_trial(breaker: CircuitBreaker, clock: FakeClock) -> Callable[[], object]:
     breaker.open()
     clock.advance(30.0)
+    attempt = breaker.begin()  # the trial, running
     assert breaker.state is State.HALF_OPEN
+    return attempt.succeeded  # the trial closes it
+
+
+def held_open_and_still_called(breaker: CircuitBreaker, clock: FakeClock) -> Callable[[], object]:
+    breaker.open()
+    clock.advance(29.0)
+    with pytest.raises(CircuitOpenError):
+        breaker.call_sync(lambda: None)  # refused: it is still being called
     return breaker.close
 
 
@@ -220,7 +230,8 @@ def held_by_a_decorated_function(breaker: CircuitBreaker, clock: FakeClock) -> N
     "hold",
     [
         held_open,
-        held_half_open,
+        held_half_open_by_its_trial,
+        held_open_and_still_called,
         held_forced_open,
         held_disabled,
         held_shut_down,
@@ -537,3 +548,77 @@ def test_registry_full_error_survives_pickling() -> None:
     copy = pickle.loads(pickle.dumps(error))
 
     assert (copy.name, copy.max_breakers, str(copy)) == ("tenant-1", 100, full("tenant-1", 100))
+
+
+def quiet_half_open(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    breaker.open()
+    clock.advance(30.0)
+    assert breaker.state is State.HALF_OPEN  # no call came for its trial
+
+
+def quiet_open_past_its_reset(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    for _ in range(5):
+        with contextlib.suppress(ValueError):
+            breaker.call_sync(boom)
+    assert breaker.state is State.OPEN
+    clock.advance(30.0)  # its reset is over, and its failures have left the window
+
+
+@pytest.mark.parametrize("quiet", [quiet_half_open, quiet_open_past_its_reset])
+def test_a_breaker_nobody_calls_whose_wait_is_over_is_evicted(
+    quiet: Callable[[CircuitBreaker, FakeClock], None],
+) -> None:
+    clock = FakeClock()
+    registry = BreakerRegistry(
+        {"volume_threshold": 5, "reset_timeout": 30.0, "timeout": None},
+        max_breakers=1,
+        clock=clock,
+    )
+    quiet(registry.get("failing-host"), clock)
+    newcomer = registry.get("newcomer")
+    assert registry.breakers() == {"newcomer": newcomer}
+
+
+def test_failing_hosts_nobody_calls_any_more_do_not_wedge_the_registry() -> None:
+    # The bound filled with hosts that failed and opened; a legitimate new host must get a
+    # breaker once they have been quiet for their reset timeout.
+    clock = FakeClock()
+    registry = BreakerRegistry(
+        {"volume_threshold": 10, "reset_timeout": 20.0, "timeout": None},
+        max_breakers=50,
+        clock=clock,
+    )
+    for index in range(50):
+        breaker = registry.get(f"attacker-{index}.example")
+        for _ in range(10):
+            with contextlib.suppress(ValueError):
+                breaker.call_sync(boom)
+        assert breaker.state is State.OPEN
+    clock.advance(5.0)
+    with pytest.raises(RegistryFullError):
+        registry.get("api.example")  # every one is still open, its failures in its window
+    clock.advance(15.0)  # 20 s: reset over, window (10 s) quiet
+    assert registry.get("api.example").state is State.CLOSED
+
+
+def test_a_flood_of_names_cannot_reset_a_breaker_that_is_still_called() -> None:
+    clock = FakeClock()
+    registry = BreakerRegistry(
+        {"volume_threshold": 5, "reset_timeout": 2.0, "timeout": None},
+        max_breakers=2,
+        clock=clock,
+    )
+    victim = registry.get("payments")
+    for _ in range(5):
+        with contextlib.suppress(ValueError):
+            victim.call_sync(boom)
+    assert victim.state is State.OPEN
+    for step in range(600):  # a minute of fake time, a name every 0.1 s
+        clock.advance(0.1)
+        with contextlib.suppress(RegistryFullError):
+            registry.get(f"flood-{step}")
+        if step % 10 == 0:  # the real caller, once a second: refused, or a trial that fails
+            with contextlib.suppress(CircuitOpenError, ValueError):
+                registry.get("payments").call_sync(boom)
+        assert registry.get("payments") is victim, step
+    assert victim.state is not State.CLOSED
