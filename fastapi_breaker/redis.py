@@ -37,7 +37,6 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 try:
     import redis.asyncio as aioredis
@@ -65,6 +64,7 @@ from ._redis_script import (
     script_args,
     sequence_key_for,
 )
+from ._redis_url import check_redis_url
 
 __all__ = ["RedisCoordinator", "RedisLostData"]
 
@@ -178,7 +178,7 @@ class RedisCoordinator:
             scheme = url.split(":", 1)[0] if isinstance(url, str) else type(url).__name__
             raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {scheme!r}")
         if url is not None:
-            _check_url(url)
+            check_redis_url(url)
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
         for field, value in (
@@ -576,40 +576,6 @@ class RedisCoordinator:
         if followed is not None and self._wake is not None:
             followed.dirty = True
             self._wake.set()
-
-
-_ENCODE_HINT = (
-    "percent-encode the characters of the user name and password that a URL reserves: "
-    "'#' as %23, '/' as %2F, '?' as %3F, '@' as %40"
-)
-
-
-def _check_url(url: str) -> None:
-    """Refuse, at construction, a URL that redis-py would read wrong or fail on at start.
-
-    No message echoes the URL or a part of it: wherever it is cut, a piece of a password may
-    stand there. A reserved character left in a password ends the host part early, which shows
-    as a port that is no number, a fragment, or an `@` after the host.
-    """
-    parts = urlsplit(url)
-    if url.startswith("unix://"):
-        path, query = parts.path, parts.query
-    else:
-        try:
-            parts.port  # noqa: B018 - parsing is the check
-        except ValueError:
-            raise ValueError(f"url's host and port cannot be read: {_ENCODE_HINT}") from None
-        path, query = parts.path, parts.query
-        if parts.fragment or "@" in path or "@" in query:
-            raise ValueError(f"url's host, port or database cannot be read: {_ENCODE_HINT}")
-        if path not in ("", "/") and not path[1:].isdigit():
-            raise ValueError(
-                "url's database (its path) must be a whole number, as in "
-                "redis://host:6379/0, or absent (0)"
-            )
-    for value in parse_qs(query).get("db", ()):
-        if not value.isdigit():
-            raise ValueError("url's db= must be a whole number, as in ?db=0")
 
 
 async def _close_quietly(pubsub: PubSub) -> None:

@@ -44,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._clock import Clock
 from ._options import MAX_BUCKETS, MAX_COUNT, MAX_SECONDS, BreakerOptions, shown
+from ._redis_url import check_redis_url
 from ._registry import DEFAULT_MAX_BREAKERS, BreakerRegistry
 
 __all__ = ["BreakerSettings", "BreakerSettingsError", "RegistrySettings", "registry_from_settings"]
@@ -58,8 +59,22 @@ _Buckets = Annotated[int, Strict(), Field(ge=1, le=MAX_BUCKETS)]
 _Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]
 _Volume = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
 _MaxBreakers = Annotated[int, Strict(), Field(ge=1)]
-# A Redis URL (redis://, rediss:// with TLS, or a unix socket), user and password included.
-_RedisUrl = Annotated[str, Field(pattern=r"^(redis|rediss|unix)://", min_length=9)]
+
+
+def _readable_url(url: str) -> str:
+    try:
+        check_redis_url(url)
+    except ValueError as exc:
+        # Its message never holds the URL; pydantic's own text would not be shown either.
+        raise PydanticCustomError("redis_url", str(exc)) from None
+    return url
+
+
+# A Redis URL (redis://, rediss:// with TLS, or a unix socket), user and password included, that
+# redis-py reads as written: checked when the settings are read, not when the app starts.
+_RedisUrl = Annotated[
+    str, Field(pattern=r"^(redis|rediss|unix)://", min_length=9), AfterValidator(_readable_url)
+]
 _Namespace = Annotated[str, Field(min_length=1, max_length=200)]
 
 # BreakerOptions stays the one source of defaults.
@@ -133,6 +148,16 @@ class RegistrySettings(BaseSettings):
     # A fleet coordinator through Redis (the `redis` extra): the URL, and this app's namespace.
     redis_url: _RedisUrl | None = None
     redis_namespace: _Namespace | None = None
+
+    def __init__(self, **values: Any) -> None:
+        # Built by the app itself (`RegistrySettings(_env_file=".env")`), not only inside
+        # registry_from_settings(): pydantic's ValidationError must not reach the app either,
+        # since its text quotes each bad value, a Redis URL's password included.
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            prefix = self.model_config.get("env_prefix") or ""
+            raise BreakerSettingsError(_describe(exc, prefix)) from None
 
     @classmethod
     def settings_customise_sources(
@@ -255,8 +280,13 @@ class _Variables(PydanticBaseSettingsSource):
         named: dict[str, Any] = {}
         parts: dict[str, Any] = {}
         for variable, text in variables.items():
-            if text is None or variable[: len(head)].lower() != head:
+            if variable[: len(head)].lower() != head:
                 continue
+            if text is None:  # a .env line with no "=": a variable that sets nothing
+                raise BreakerSettingsError(
+                    f"invalid circuit breaker settings: {variable}{self._hint(variable)} in "
+                    f"{where} has no value: write {variable}=<value>, or remove the line"
+                )
             field, *rest = variable[len(head) :].split(_DELIMITER)
             field = field.lower()
             if field in _WHOLE_FIELDS and not rest:
@@ -385,7 +415,8 @@ def registry_from_settings(
                 f"settings must be a mapping, a RegistrySettings or None, got {source!r}"
             )
     except ValidationError as exc:
-        raise BreakerSettingsError(_describe(exc)) from exc
+        # Not chained: the ValidationError's text quotes each bad value, a password included.
+        raise BreakerSettingsError(_describe(exc)) from None
     except _PydanticSettingsError as exc:
         if isinstance(exc.__cause__, BreakerSettingsError):
             raise exc.__cause__ from None
@@ -432,13 +463,16 @@ def _coordinator(url: str | None, namespace: str | None) -> Any:
     return RedisCoordinator(url, namespace=namespace)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    """Every problem as `where: what (got value)`; `prefix`: the variables' (they are named)."""
     errors = exc.errors(include_url=False)
     problems = "problem" if len(errors) == 1 else "problems"
     lines = [f"invalid circuit breaker settings ({len(errors)} {problems}):"]
     for error in errors:
         loc = error["loc"]
         where = ".".join(str(part) for part in loc) or "settings"
+        if prefix and loc and len(loc) == 1:
+            where += f" ({prefix}{str(loc[0]).upper()})"
         line = f"  {where}: {error['msg']}"
         if loc and loc[0] == "redis_url":
             pass  # a URL may hold a password: never echoed

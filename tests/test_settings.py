@@ -667,3 +667,64 @@ def test_a_lone_redis_url_is_refused_with_one_prefix() -> None:
     with pytest.raises(BreakerSettingsError) as refused:
         registry_from_settings({"redis_url": "redis://127.0.0.1:6379/0"})
     assert str(refused.value).count("invalid circuit breaker settings") == 1
+
+
+ENCODE = (
+    "percent-encode the characters of the user name and password that a URL reserves: "
+    "'#' as %23, '/' as %2F, '?' as %3F, '@' as %40"
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://app:Pa55#s3cret@redis:6379/0", f"url's host and port cannot be read: {ENCODE}"),
+        ("redis://app:Pa55/s3cret@redis:6379/0", f"url's host and port cannot be read: {ENCODE}"),
+        ("redis://app:Pa55?s3cret@redis:6379/0", f"url's host and port cannot be read: {ENCODE}"),
+        (
+            "redis://app:Pa55s3cret@redis:6379/zero",
+            "url's database (its path) must be a whole number, as in redis://host:6379/0, "
+            "or absent (0)",
+        ),
+    ],
+)
+def test_a_redis_url_in_a_dotenv_file_is_checked_when_read_naming_the_variable(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    path = write_env(
+        tmp_path, f"FASTAPI_BREAKER_REDIS_URL={url}\nFASTAPI_BREAKER_REDIS_NAMESPACE=users\n"
+    )
+    with pytest.raises(BreakerSettingsError) as refused:
+        RegistrySettings(_env_file=path)
+    assert str(refused.value) == (
+        "invalid circuit breaker settings (1 problem):\n"
+        f"  redis_url (FASTAPI_BREAKER_REDIS_URL): {problem}"
+    )
+    # Nothing of the password, in the message or in what the traceback would print with it.
+    assert refused.value.__cause__ is None
+    assert refused.value.__suppress_context__
+    assert "Pa55" not in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_pydantics_own_error_never_reaches_the_app_with_a_password(tmp_path: Path) -> None:
+    path = write_env(tmp_path, "FASTAPI_BREAKER_REDIS_URL=http://app:s3cret@redis:6379/0\n")
+    with pytest.raises(BreakerSettingsError) as refused:
+        RegistrySettings(_env_file=path)
+    assert type(refused.value) is BreakerSettingsError
+    assert "redis_url (FASTAPI_BREAKER_REDIS_URL): String should match pattern" in str(
+        refused.value
+    )
+    assert "s3cret" not in str(refused.value)
+    assert refused.value.__suppress_context__
+
+
+def test_a_dotenv_line_without_a_value_is_named(tmp_path: Path) -> None:
+    path = write_env(tmp_path, "FASTAPI_BREAKER_STRCT\nOTHER_APP_SETTING\n")
+    with pytest.raises(BreakerSettingsError) as refused:
+        RegistrySettings(_env_file=path)
+    assert str(refused.value) == (
+        "invalid circuit breaker settings: FASTAPI_BREAKER_STRCT (did you mean "
+        f"FASTAPI_BREAKER_STRICT?) in {path} has no value: write FASTAPI_BREAKER_STRCT=<value>, "
+        "or remove the line"
+    )

@@ -30,6 +30,7 @@ ENGINE = (
     "_options",
     "_outcome",
     "_redis_script",
+    "_redis_url",
     "_registry",
     "_snapshot",
     "_state",
