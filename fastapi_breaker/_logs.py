@@ -3,9 +3,10 @@
 Opening and going half-open are WARNINGs (someone may need to look), closing is INFO. Each
 record carries structured fields for log pipelines: `breaker`, `from_state`, `to_state`,
 `error_percentage` (this process's window) and `retry_after`; an open that a fleet
-coordinator decided says so, since this process's own window may hold no failure. A breaker
-named after a URL (the httpx transports name one per host) is written without the URL's
-credentials, query or fragment.
+coordinator decided says so, since this process's own window may hold no failure. The message
+writes the name as `repr()` does (one-to-one, and no control character reaches the log), the
+`breaker` field as every exporter does (`printable_name()`). A name that is a URL is written
+with its user and password, query and fragment replaced by `***`; any other name as itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+from ._names import printable_name
 
 if TYPE_CHECKING:
     # For annotations only: a breaker's public pieces are all this module reads.
@@ -28,20 +31,29 @@ _VERBS = {"open": "opened", "half_open": "is half-open", "close": "closed"}
 
 
 def loggable_name(name: str) -> str:
-    """`name` without a URL's user, password, query or fragment; other names as they are."""
-    if "@" not in name and "?" not in name and "#" not in name:
-        return name
-    try:
-        parts = urlsplit(name)
-    except ValueError:
-        parts = None
-    if parts is None or not parts.scheme or not parts.netloc:
-        # Not a URL: keep what comes before anything that looks like a secret or a query.
-        for mark in ("?", "#"):
-            name = name.split(mark, 1)[0]
-        return name.rsplit("@", 1)[-1]
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    """`name`, but for a URL's user and password, query and fragment, each replaced by `***`,
+    so that the log shows something was left out.
+
+    Only a name that is a URL (a scheme and a host) is redacted: any other is logged as itself,
+    so that `tenant@AuthService` never reads as `AuthService`.
+    """
+    if "@" in name or "?" in name or "#" in name:
+        try:
+            parts = urlsplit(name)
+        except ValueError:
+            parts = None
+        if parts is not None and parts.scheme and parts.netloc:
+            _, at, host = parts.netloc.rpartition("@")
+            name = urlunsplit(
+                (
+                    parts.scheme,
+                    f"***@{host}" if at else host,
+                    parts.path,
+                    "***" if parts.query else "",
+                    "***" if parts.fragment else "",
+                )
+            )
+    return name
 
 
 def log_move(breaker: BreakerBase, move: Move, now: float) -> None:
@@ -68,7 +80,7 @@ def log_move(breaker: BreakerBase, move: Move, now: float) -> None:
         move.target,
         detail,
         extra={
-            "breaker": name,
+            "breaker": printable_name(name),
             "from_state": move.source,
             "to_state": move.target,
             "error_percentage": percentage,

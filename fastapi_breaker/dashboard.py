@@ -43,10 +43,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from ._breaker import CircuitBreaker
 from ._events import Event, EventName
+from ._names import printable_name
 from ._registry import BreakerRegistry
 from .fastapi import get_registry
 from .health import _check_prefix, _names
-from .middleware import _printable_name
 
 __all__ = ["dashboard_router"]
 
@@ -262,7 +262,7 @@ class _Hub:
             state = "forced_open"
         else:
             state = _STATE_EVENTS[event.name]
-        body = to_json({"name": _printable_name(breaker.name), "state": state, "time": time.time()})
+        body = to_json({"name": printable_name(breaker.name), "state": state, "time": time.time()})
         try:
             here = asyncio.get_running_loop() is self.loop
         except RuntimeError:
@@ -314,7 +314,7 @@ class _Hub:
                 rate = (calls - before[1]) / period
             window = metrics.window
             entry = {
-                "name": _printable_name(name),
+                "name": printable_name(name),
                 "state": metrics.state,
                 "error_percentage": metrics.error_percentage,
                 "calls_per_second": rate,

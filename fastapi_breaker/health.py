@@ -45,10 +45,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._breaker import CircuitBreaker
+from ._names import printable_name
 from ._registry import BreakerRegistry
 from ._state import State
 from .fastapi import _CRITICAL_ATTRIBUTE, get_registry
-from .middleware import _printable_name
 
 __all__ = [
     "BreakerHealth",
@@ -237,9 +237,7 @@ def health_router(
         failing = State.OPEN in states.values()
         body: dict[str, Any] = {"status": "not_ready" if failing else "ready"}
         if show_critical:
-            body["critical"] = {
-                _printable_name(name): state.value for name, state in states.items()
-            }
+            body["critical"] = {printable_name(name): state.value for name, state in states.items()}
         return JSONResponse(body, status_code=503 if failing else 200)
 
     if registry is None and critical_names:
@@ -314,7 +312,7 @@ def _health(
             }
             if breaker.core.fleet is not None:
                 entry["fleet"] = None if fleet is None else fleet.value
-            key = to_json(_printable_name(name))
+            key = to_json(printable_name(name))
             entries.append(key + b":" + to_json(entry, inf_nan_mode="null"))
         elif status == "unhealthy":
             break  # nothing left to learn

@@ -11,7 +11,8 @@ Both build the response with `problem_response()`: an RFC 9457 `application/prob
 `CircuitOpenError`: with the longest wait among them. Any other group is left alone.
 
 A breaker's name may come from a request, so it may hold a lone surrogate, which UTF-8 cannot
-encode: wherever a name is printed, each lone surrogate is written as the text `\\udXXX`.
+encode: wherever a name is printed, it is written by `printable_name()` (each backslash doubled,
+each lone surrogate written as the text `\\udXXX`), one-to-one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._errors import CircuitOpenError
+from ._names import printable_name
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -65,21 +67,6 @@ def retry_after_header(retry_after: float | None) -> str:
     `MAX_RETRY_AFTER` (infinity included). None and NaN give 1.
     """
     return str(_retry_after_seconds(retry_after))
-
-
-def _printable_name(name: str) -> str:
-    """`name` as UTF-8 can carry it: each lone surrogate becomes the text `\\udXXX`.
-
-    Python's `backslashreplace`, the same text `repr()` shows, so that names differing in a
-    surrogate stay apart. Only a name spelled with that very text could look the same.
-    """
-    if name.isascii():
-        return name
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "backslashreplace").decode("utf-8")
-    return name
 
 
 def _refusal(exc: BaseException) -> CircuitOpenError | None:
@@ -143,9 +130,9 @@ def _problem(seconds: int, name: str | None) -> tuple[bytes, tuple[tuple[bytes, 
         "status": 503,
     }
     if name is not None:
-        # repr() writes a lone surrogate as the same text as _printable_name() does.
+        # repr() writes a backslash and a lone surrogate as printable_name() does.
         body["detail"] = f"Circuit breaker {name!r} is open; retry after {wait}."
-        body["breaker"] = _printable_name(name)
+        body["breaker"] = printable_name(name)
     else:
         body["detail"] = f"The service is temporarily unavailable; retry after {wait}."
     body["retry_after"] = seconds

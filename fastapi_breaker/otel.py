@@ -52,6 +52,7 @@ from . import (
     EventName,
     __version__,
 )
+from ._names import printable_name
 
 __all__ = ["SCOPE_NAME", "Instrumentation", "instrument"]
 
@@ -121,30 +122,34 @@ _SETTINGS: tuple[tuple[str, str, str, Callable[[BreakerOptions], float | None]],
 def _states(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
         for state in METRIC_STATES:
-            yield Observation(1 if state == m.state else 0, {"name": m.name, "state": state})
+            yield Observation(
+                1 if state == m.state else 0, {"name": printable_name(m.name), "state": state}
+            )
 
 
 def _calls(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
         for outcome in CALL_OUTCOMES:
-            yield Observation(m.calls[outcome], {"name": m.name, "outcome": outcome})
+            yield Observation(
+                m.calls[outcome], {"name": printable_name(m.name), "outcome": outcome}
+            )
 
 
 def _call_time(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
-        yield Observation(m.latency.sum, {"name": m.name})
+        yield Observation(m.latency.sum, {"name": printable_name(m.name)})
 
 
 def _transitions(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
         for (before, after), count in m.transitions.items():
-            attributes = {"name": m.name, "from_state": before, "to_state": after}
+            attributes = {"name": printable_name(m.name), "from_state": before, "to_state": after}
             yield Observation(count, attributes)
 
 
 def _failure_rate(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
     for m in snapshot:
-        yield Observation(m.error_percentage / 100, {"name": m.name})
+        yield Observation(m.error_percentage / 100, {"name": printable_name(m.name)})
 
 
 def _latency(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
@@ -154,7 +159,9 @@ def _latency(snapshot: list[BreakerMetrics]) -> Iterator[Observation]:
         if window.successes + window.failures == 0:
             continue
         for quantile, label in _QUANTILES.items():
-            yield Observation(window.percentiles[quantile], {"name": m.name, "quantile": label})
+            yield Observation(
+                window.percentiles[quantile], {"name": printable_name(m.name), "quantile": label}
+            )
 
 
 def _setting(read: Callable[[BreakerOptions], float | None]) -> _Observe:
@@ -162,7 +169,7 @@ def _setting(read: Callable[[BreakerOptions], float | None]) -> _Observe:
         for m in snapshot:
             value = read(m.options)
             if value is not None:
-                yield Observation(value, {"name": m.name})
+                yield Observation(value, {"name": printable_name(m.name)})
 
     return observe
 
@@ -409,7 +416,7 @@ def _on_reject(event: Event) -> None:
     if not span.is_recording():
         return
     breaker = event.breaker
-    attributes: dict[str, Any] = {_NAME: breaker.name, _STATE: _state_of(breaker)}
+    attributes: dict[str, Any] = {_NAME: printable_name(breaker.name), _STATE: _state_of(breaker)}
     if isinstance(event.error, CircuitOpenError):
         attributes[_RETRY_AFTER] = event.error.retry_after
     span.add_event(_REJECTED, attributes)
@@ -419,7 +426,7 @@ def _on_capacity(event: Event) -> None:
     span = trace.get_current_span()
     if not span.is_recording():
         return
-    attributes: dict[str, Any] = {_NAME: event.breaker.name}
+    attributes: dict[str, Any] = {_NAME: printable_name(event.breaker.name)}
     if isinstance(event.error, CapacityExceededError):
         attributes[_CAPACITY] = event.error.capacity
     span.add_event(_CAPACITY_REJECTED, attributes)
@@ -429,7 +436,7 @@ def _on_timeout(event: Event) -> None:
     span = trace.get_current_span()
     if not span.is_recording():
         return
-    attributes: dict[str, Any] = {_NAME: event.breaker.name}
+    attributes: dict[str, Any] = {_NAME: printable_name(event.breaker.name)}
     if isinstance(event.error, CallTimeoutError):
         attributes[_TIMEOUT] = event.error.timeout
     span.add_event(_TIMED_OUT, attributes)
@@ -443,7 +450,7 @@ def _on_state_change(event: Event) -> None:
     state = _MOVED_TO[event.name]
     if state == "open" and breaker.forced_open:
         state = "forced_open"  # no release time: its retry_after would only be a hint
-    attributes: dict[str, Any] = {_NAME: breaker.name, _STATE: state}
+    attributes: dict[str, Any] = {_NAME: printable_name(breaker.name), _STATE: state}
     if state == "open":
         retry_after = breaker.retry_after
         if retry_after is not None:

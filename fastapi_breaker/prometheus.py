@@ -61,6 +61,7 @@ from . import (
     BreakerOptions,
     CircuitBreaker,
 )
+from ._names import printable_name
 
 # How generate_latest writes a number ("1.0", "+Inf", "1.234567e+06"); untyped upstream.
 _number: Callable[[float], str] = _untyped_go_string
@@ -215,7 +216,7 @@ class BreakerCollector(Collector):
             for key, _ in _SETTINGS
         ]
         for metrics in all_metrics:
-            name = _label(metrics.name)
+            name = printable_name(metrics.name)
             for one in METRIC_STATES:
                 state.add_metric([name, one], 1.0 if one == metrics.state else 0.0)
             for outcome in CALL_OUTCOMES:
@@ -385,14 +386,6 @@ def _unusual(counted: Mapping[tuple[str, str], int]) -> list[tuple[str, str]]:
     return sorted(key for key in counted if key not in _USUAL)
 
 
-def _label(name: str) -> str:
-    """`name` as UTF-8 can carry it: each lone surrogate becomes the text `\\udXXX`, as on
-    /health; the unicode check is skipped for ASCII, which every usual name is."""
-    if name.isascii():
-        return name
-    return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _escape(value: str) -> str:
     # The text format's escapes for a label value; the same as generate_latest's.
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -491,7 +484,7 @@ class _Text:
     def add(self, families: list[list[str]], metrics: BreakerMetrics) -> None:
         """Append one breaker's lines to each family."""
         state, calls, duration, rate, transitions, *settings = families
-        name = _escape(_label(metrics.name))
+        name = _escape(printable_name(metrics.name))
         state.append(self.state[metrics.state].replace(_NAME, name))
 
         values = tuple(map(metrics.calls.__getitem__, CALL_OUTCOMES))

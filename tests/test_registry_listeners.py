@@ -139,11 +139,13 @@ def test_every_state_change_is_logged_with_structured_fields(
     [
         (
             "https://user:secret@api.example.com:8443/v1?token=abc#frag",
-            "https://api.example.com:8443/v1",
+            "https://***@api.example.com:8443/v1?***#***",
         ),
-        ("http://api.example.com/path?q=1", "http://api.example.com/path"),
-        ("payments?tenant=7", "payments"),
-        ("svc@internal", "internal"),
+        ("http://api.example.com/path?q=1", "http://api.example.com/path?***"),
+        # Not URLs: logged as themselves, never as another breaker's name.
+        ("payments?tenant=7", "payments?tenant=7"),
+        ("tenant-evil@AuthService", "tenant-evil@AuthService"),
+        ("AuthService#x", "AuthService#x"),
         ("AuthService", "AuthService"),
     ],
 )

@@ -27,6 +27,7 @@ ENGINE = (
     "_histogram",
     "_logs",
     "_metrics",
+    "_names",
     "_options",
     "_outcome",
     "_redis_script",

@@ -118,3 +118,66 @@ async def test_the_strict_startup_error_prints_such_a_name_as_text() -> None:
         "'auth\\udc80' (critical for GET /health/ready). Configured breakers: 'ok'"
     )
     str(caught.value).encode("utf-8")
+
+
+# A lone surrogate, and the same name spelled with the text of its escape: two breakers, which
+# every exporter must keep apart (one-to-one), each the same way.
+SURROGATE, SPELLED = "acme\udc80", "acme\\udc80"
+PRINTED = {SURROGATE: "acme\\udc80", SPELLED: "acme\\\\udc80"}
+
+
+async def test_a_name_and_the_text_of_its_escape_stay_two_breakers_everywhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from fastapi_breaker.otel import instrument
+    from fastapi_breaker.prometheus import BreakerCollector
+
+    clock = FakeClock()
+    registry = BreakerRegistry({"volume_threshold": 0}, clock=clock)
+    for name in (SURROGATE, SPELLED):
+        registry.get(name)
+    registry.get(SURROGATE).force_open()  # hidden before, behind the other's key
+
+    app = FastAPI()
+    app.include_router(health_router(registry=registry, detail="always"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        details = json.loads((await client.get("/health")).content)["details"]
+    assert {key: entry["state"] for key, entry in details.items()} == {
+        PRINTED[SURROGATE]: "open",
+        PRINTED[SPELLED]: "closed",
+    }
+
+    text = BreakerCollector(registry).render().decode()
+    labels = {
+        line.split('name="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("circuit_breaker_state{") and line.endswith(" 1.0")
+    }
+    # The exposition format escapes a backslash once more.
+    assert labels == {"acme\\\\udc80", "acme\\\\\\\\udc80"}
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    caplog.set_level(logging.WARNING)
+    caplog.clear()  # the forced open's own log line
+    instrumentation = instrument(registry, meter_provider=provider)
+    try:
+        data = reader.get_metrics_data()
+    finally:
+        instrumentation.uninstrument()
+    assert data is not None
+    names = {
+        point.attributes["name"]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "circuit_breaker.state"
+        for point in metric.data.data_points
+        if point.attributes
+    }
+    assert names == {PRINTED[SURROGATE], PRINTED[SPELLED]}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
