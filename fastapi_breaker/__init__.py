@@ -23,7 +23,7 @@ from ._metrics import (
     LatencyHistogram,
 )
 from ._options import BreakerOptions
-from ._registry import BreakerRegistry, RegistryFullError, UnknownBreakerError
+from ._registry import BreakerRegistry, NameTooLongError, RegistryFullError, UnknownBreakerError
 from ._state import State
 from ._stats import PERCENTILES, Stats
 
@@ -50,6 +50,7 @@ __all__ = [
     "EventHandler",
     "EventName",
     "LatencyHistogram",
+    "NameTooLongError",
     "RegistryFullError",
     "State",
     "Stats",

@@ -3,9 +3,9 @@
 Every option is checked when the registry is built, so that a bad value in configuration fails
 at startup with the breaker's name in the message, never at the first request that uses it.
 
-The registry holds at most `max_breakers` breakers, since a name may come from user input (a
-tenant, a URL host). When a new name needs room, the oldest breaker that is safe to forget goes;
-see `BreakerRegistry`.
+The registry holds at most `max_breakers` breakers, each named in at most `max_name_length`
+characters, since a name may come from user input (a tenant, a URL host). When a new name needs
+room, the oldest breaker that is safe to forget goes; see `BreakerRegistry`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from ._options import BreakerOptions, option_mapping, options_from, shown
 
 __all__ = [
     "DEFAULT_MAX_BREAKERS",
+    "DEFAULT_MAX_NAME_LENGTH",
     "SEARCH_LIMIT",
     "BreakerRegistry",
+    "NameTooLongError",
     "RegistryFullError",
     "UnknownBreakerError",
 ]
@@ -32,6 +34,10 @@ __all__ = [
 # Enough for every named upstream a service has; small enough that a flood of made-up names
 # costs a few MB and keeps `/health` quick.
 DEFAULT_MAX_BREAKERS = 1000
+# The longest name a registry takes: a host name is at most 253 characters, and a per-host
+# breaker's name is `host:port`. A name costs its length in every /health, /metrics and
+# dashboard answer, and a name may come from a request.
+DEFAULT_MAX_NAME_LENGTH = 300
 
 # How many unconfigured breakers one creation may test for idleness (about 1.5 us each, under
 # the lock). Without a bound, a registry full of busy breakers makes every new name test them
@@ -75,6 +81,25 @@ class RegistryFullError(BreakerError, LookupError):
         )
 
 
+class NameTooLongError(BreakerError, ValueError):
+    """A new breaker name is longer than the registry's `max_name_length`: no breaker was made."""
+
+    def __init__(self, name: str, max_name_length: int) -> None:
+        super().__init__(name, max_name_length)
+
+    @property
+    def max_name_length(self) -> int:
+        return int(self.args[1])
+
+    def __str__(self) -> str:
+        # Not the whole name: it is too long by definition, and may be megabytes.
+        start = self.name[:40]
+        return (
+            f"cannot create circuit breaker {start!r}... : its name has {len(self.name):,} "
+            f"characters, more than max_name_length={self.max_name_length}"
+        )
+
+
 class BreakerRegistry:
     """Holds one breaker per name and creates it, from defaults plus per-name options, on first use.
 
@@ -89,6 +114,9 @@ class BreakerRegistry:
     forgotten. Those found busy move behind the newest, so that the next search tests others.
     If none is idle, `get()` raises `RegistryFullError`. A forgotten breaker is not shut down:
     whoever still holds it can finish with it.
+
+    A name is at most `max_name_length` characters (300; None: no bound): a longer new name
+    raises `NameTooLongError` (a `ValueError`), and a longer configured one fails construction.
     """
 
     __slots__ = (
@@ -101,6 +129,7 @@ class BreakerRegistry:
         "_handlers",
         "_lock",
         "_max",
+        "_max_name",
         "_options",
         "_room",
         "_strict",
@@ -115,6 +144,7 @@ class BreakerRegistry:
         clock: Clock | None = None,
         max_breakers: int | None = DEFAULT_MAX_BREAKERS,
         coordinator: Coordinator | None = None,
+        max_name_length: int | None = DEFAULT_MAX_NAME_LENGTH,
     ) -> None:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
@@ -136,12 +166,22 @@ class BreakerRegistry:
         elif not isinstance(breakers, Mapping):
             raise TypeError(f"breakers must be a mapping of name to options, got {breakers!r}")
 
+        if max_name_length is not None and (
+            isinstance(max_name_length, bool)
+            or not isinstance(max_name_length, int)
+            or max_name_length < 1
+        ):
+            raise ValueError(
+                f"max_name_length must be an integer >= 1 or None, got {shown(max_name_length)}"
+            )
         base = option_mapping("defaults", defaults)
         self._defaults = options_from("defaults", base)
         options: dict[str, BreakerOptions] = {}
         for name, given in breakers.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"a breaker name must be a non-empty string, got {name!r}")
+            if max_name_length is not None and len(name) > max_name_length:
+                raise ValueError(str(NameTooLongError(name, max_name_length)))
             if isinstance(given, BreakerOptions):
                 options[name] = given
             else:
@@ -153,6 +193,7 @@ class BreakerRegistry:
         self._strict = strict
         self._clock = clock
         self._max = max_breakers
+        self._max_name = max_name_length
         # Insertion-ordered: the front holds the oldest, where the search for an idle one starts.
         self._breakers: dict[str, CircuitBreaker] = {}
         # How many of them are unconfigured (guests), and how many may be: what the configured
@@ -190,6 +231,8 @@ class BreakerRegistry:
         if options is None:
             if not isinstance(name, str) or not name:
                 raise ValueError(_bad_name(name))
+            if self._max_name is not None and len(name) > self._max_name:
+                raise NameTooLongError(name, self._max_name)
             if self._strict:
                 raise UnknownBreakerError(name, self._configured)
             options = self._defaults

@@ -53,6 +53,7 @@ upstream handles a refused request too, and also a `BreakerError`, so the 503 mi
     HTTPBreakerShutdownError      BreakerShutdownError + httpx.TransportError  (request not sent)
     HTTPUnknownBreakerError       UnknownBreakerError + httpx.TransportError   (request not sent)
     HTTPRegistryFullError         RegistryFullError + httpx.TransportError     (request not sent)
+    HTTPNameTooLongError          NameTooLongError + httpx.TransportError      (request not sent)
     HTTPCallTimeoutError          CallTimeoutError + httpx.TimeoutException    (request cancelled)
 
 What the library writes about a request (the `HTTPStatusError` of a failing response, which
@@ -100,7 +101,12 @@ from ._errors import (
     CircuitOpenError,
 )
 from ._options import check_seconds
-from ._registry import BreakerRegistry, RegistryFullError, UnknownBreakerError
+from ._registry import (
+    BreakerRegistry,
+    NameTooLongError,
+    RegistryFullError,
+    UnknownBreakerError,
+)
 
 __all__ = [
     "AsyncBreakerTransport",
@@ -109,6 +115,7 @@ __all__ = [
     "HTTPCallTimeoutError",
     "HTTPCapacityExceededError",
     "HTTPCircuitOpenError",
+    "HTTPNameTooLongError",
     "HTTPRegistryFullError",
     "HTTPUnknownBreakerError",
     "IsFailure",
@@ -177,6 +184,17 @@ class HTTPRegistryFullError(RegistryFullError, httpx.TransportError):
     ) -> None:
         httpx.TransportError.__init__(self, "", request=request)
         self.args = (name, max_breakers)
+
+
+class HTTPNameTooLongError(NameTooLongError, httpx.TransportError):
+    """The name `key(request)` gave (a host name, by default) is longer than the registry's
+    `max_name_length`, so it made no breaker for it: the request was not sent."""
+
+    def __init__(
+        self, name: str, max_name_length: int, *, request: httpx.Request | None = None
+    ) -> None:
+        httpx.TransportError.__init__(self, "", request=request)
+        self.args = (name, max_name_length)
 
 
 class HTTPCallTimeoutError(CallTimeoutError, httpx.TimeoutException):
@@ -398,6 +416,8 @@ class _Policy:
                 raise HTTPUnknownBreakerError(exc.name, exc.known, request=request) from None
             except RegistryFullError as exc:
                 raise HTTPRegistryFullError(exc.name, exc.max_breakers, request=request) from None
+            except NameTooLongError as exc:
+                raise HTTPNameTooLongError(exc.name, exc.max_name_length, request=request) from None
         try:
             return breaker.begin()
         except CircuitOpenError as exc:

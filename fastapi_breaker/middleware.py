@@ -114,14 +114,29 @@ def problem_response(exc: CircuitOpenError, *, expose_name: bool = False) -> Res
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _problem(seconds: int, name: str | None) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
+# The cache of 503s holds at most this many answers, each for a name of at most this many
+# characters: about 2 MiB in all, names included, whatever names the breakers have. A longer
+# name's answer is built each time (a registry refuses such names by default).
+_CACHED_ANSWERS = 1024
+_CACHED_NAME_LENGTH = 512
+
+_Problem = tuple[bytes, tuple[tuple[bytes, bytes], ...]]
+
+
+def _problem(seconds: int, name: str | None) -> _Problem:
     """The body and raw headers of the 503, made once per (seconds, exposed name).
 
     A flood of rejections while a circuit is open asks for the same few answers again and
     again; building each with json.dumps and a Response object costs more than the rest of
     the rejection.
     """
+    if name is not None and len(name) > _CACHED_NAME_LENGTH:
+        return _build_problem(seconds, name)
+    return _cached_problem(seconds, name)
+
+
+def _build_problem(seconds: int, name: str | None) -> _Problem:
+    """The 503's body and raw headers, built."""
     wait = "1 second" if seconds == 1 else f"{seconds} seconds"
     body: dict[str, object] = {
         # about:blank says the status code is the whole story, so `title` is its reason phrase.
@@ -144,6 +159,9 @@ def _problem(seconds: int, name: str | None) -> tuple[bytes, tuple[tuple[bytes, 
         (b"content-type", _MEDIA_TYPE.encode()),
     )
     return content, headers
+
+
+_cached_problem = functools.lru_cache(maxsize=_CACHED_ANSWERS)(_build_problem)
 
 
 async def circuit_open_handler(request: Request, exc: Exception) -> Response:

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._clock import Clock
 from ._options import MAX_BUCKETS, MAX_COUNT, MAX_SECONDS, BreakerOptions, shown
 from ._redis_url import check_redis_url
-from ._registry import DEFAULT_MAX_BREAKERS, BreakerRegistry
+from ._registry import DEFAULT_MAX_BREAKERS, DEFAULT_MAX_NAME_LENGTH, BreakerRegistry
 
 __all__ = ["BreakerSettings", "BreakerSettingsError", "RegistrySettings", "registry_from_settings"]
 
@@ -59,6 +59,7 @@ _Buckets = Annotated[int, Strict(), Field(ge=1, le=MAX_BUCKETS)]
 _Count = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]
 _Volume = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
 _MaxBreakers = Annotated[int, Strict(), Field(ge=1)]
+_MaxNameLength = Annotated[int, Strict(), Field(ge=1)]
 
 
 def _readable_url(url: str) -> str:
@@ -121,6 +122,7 @@ class _RegistryFields(BaseModel):
     breakers: _Breakers = Field(default_factory=dict)
     strict: bool = False
     max_breakers: _MaxBreakers | None = DEFAULT_MAX_BREAKERS
+    max_name_length: _MaxNameLength | None = DEFAULT_MAX_NAME_LENGTH
     redis_url: _RedisUrl | None = None
     redis_namespace: _Namespace | None = None
 
@@ -145,6 +147,7 @@ class RegistrySettings(BaseSettings):
     breakers: _Breakers = Field(default_factory=dict)
     strict: bool = False
     max_breakers: _MaxBreakers | None = DEFAULT_MAX_BREAKERS
+    max_name_length: _MaxNameLength | None = DEFAULT_MAX_NAME_LENGTH
     # A fleet coordinator through Redis (the `redis` extra): the URL, and this app's namespace.
     redis_url: _RedisUrl | None = None
     redis_namespace: _Namespace | None = None
@@ -185,6 +188,7 @@ class RegistrySettings(BaseSettings):
 _WHOLE_FIELDS = (
     "strict",
     "max_breakers",
+    "max_name_length",
     "redis_url",
     "redis_namespace",
     "defaults",
@@ -321,7 +325,7 @@ class _Variables(PydanticBaseSettingsSource):
     def _value(self, field: str, variable: str, text: str) -> Any:
         if field in ("defaults", "breakers"):
             return _json(variable, text)
-        if field == "max_breakers":
+        if field in ("max_breakers", "max_name_length"):
             return None if text == _NONE else _number(text)
         return text  # strict: pydantic reads "true", "false", "1", "0", "yes", "no"...
 
@@ -330,6 +334,7 @@ class _Variables(PydanticBaseSettingsSource):
         return [
             f"{p}STRICT",
             f"{p}MAX_BREAKERS",
+            f"{p}MAX_NAME_LENGTH",
             f"{p}REDIS_URL",
             f"{p}REDIS_NAMESPACE",
             f"{p}DEFAULTS",
@@ -436,6 +441,7 @@ def registry_from_settings(
             strict=settings.strict,
             clock=clock,
             max_breakers=settings.max_breakers,
+            max_name_length=settings.max_name_length,
             coordinator=coordinator,
         )
     except ValueError as exc:

@@ -14,7 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from fastapi_breaker import CircuitBreaker, CircuitOpenError, Event, State
+from fastapi_breaker import (
+    BreakerRegistry,
+    CircuitBreaker,
+    CircuitOpenError,
+    Event,
+    NameTooLongError,
+    State,
+)
 from fastapi_breaker.httpx import (
     AsyncBreakerTransport,
     BreakerTransport,
@@ -22,6 +29,7 @@ from fastapi_breaker.httpx import (
     HTTPCallTimeoutError,
     HTTPCapacityExceededError,
     HTTPCircuitOpenError,
+    HTTPNameTooLongError,
     HTTPRegistryFullError,
     HTTPUnknownBreakerError,
     default_is_failure,
@@ -267,6 +275,7 @@ NOT_THE_UPSTREAMS = [
     HTTPBreakerShutdownError("inner"),
     HTTPUnknownBreakerError("inner", ()),
     HTTPRegistryFullError("inner", 10),
+    HTTPNameTooLongError("inner", 300),
     CircuitOpenError("inner", 5.0),  # the engine's own, from a breaker inside the transport
 ]
 
@@ -514,3 +523,28 @@ def test_a_client_reaches_the_wrapped_transports_context() -> None:
     with httpx.Client(transport=BreakerTransport(inner, breaker=make_breaker(FakeClock()))) as c:
         c.get("http://auth/a")
     assert inner.calls == ["enter", "request /a", "exit None"]
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_a_host_longer_than_max_name_length_is_refused_as_an_httpx_error(
+    sync: bool,
+) -> None:
+    registry = BreakerRegistry(clock=FakeClock())
+    sent: list[httpx.Request] = []
+    inner = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200))
+    request = httpx.Request("GET", f"http://{'a' * 10_000}.example/")
+
+    async def send() -> None:
+        if sync:
+            BreakerTransport(inner, registry=registry).handle_request(request)
+        else:
+            await AsyncBreakerTransport(inner, registry=registry).handle_async_request(request)
+
+    with pytest.raises(HTTPNameTooLongError) as refused:
+        await send()
+    error = refused.value
+    assert isinstance(error, httpx.TransportError)
+    assert isinstance(error, NameTooLongError)
+    assert error.request is request
+    assert (len(error.name), error.max_name_length) == (10_008, 300)
+    assert (sent, registry.breakers()) == ([], {})

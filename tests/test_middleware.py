@@ -827,3 +827,18 @@ async def test_the_handler_reraises_a_mixed_group_unchanged() -> None:
 
 
 # --- the optional import ------------------------------------------------------------------------
+
+
+def test_the_cache_of_503s_holds_no_long_name_and_at_most_1024_answers() -> None:
+    from fastapi_breaker import middleware
+
+    middleware._cached_problem.cache_clear()
+    # Names from requests, with no bound on the registry: none of these answers is kept.
+    for index in range(100):
+        name = f"{index}-" + "a" * 10_000
+        body = problem_response(CircuitOpenError(name, 3.0), expose_name=True).body
+        assert json.loads(body)["breaker"] == name
+    assert middleware._cached_problem.cache_info().currsize == 0
+    for index in range(2000):
+        problem_response(CircuitOpenError(f"tenant-{index}", 3.0), expose_name=True)
+    assert middleware._cached_problem.cache_info().currsize == 1024

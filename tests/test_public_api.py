@@ -27,6 +27,7 @@ EXPECTED_PUBLIC_NAMES = [
     "LATENCY_BOUNDS",
     "LatencyHistogram",
     "METRIC_STATES",
+    "NameTooLongError",
     "PERCENTILES",
     "RegistryFullError",
     "State",

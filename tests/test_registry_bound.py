@@ -17,6 +17,7 @@ from fastapi_breaker import (
     BreakerShutdownError,
     CircuitBreaker,
     CircuitOpenError,
+    NameTooLongError,
     RegistryFullError,
     State,
     _registry,
@@ -622,3 +623,34 @@ def test_a_flood_of_names_cannot_reset_a_breaker_that_is_still_called() -> None:
                 registry.get("payments").call_sync(boom)
         assert registry.get("payments") is victim, step
     assert victim.state is not State.CLOSED
+
+
+def test_a_new_name_longer_than_max_name_length_is_refused_without_a_breaker() -> None:
+    registry = BreakerRegistry(clock=FakeClock())
+    longest = "a" * 300
+    assert registry.get(longest).name == longest  # the default bound: 300
+    name = "a" * 10_008
+    with pytest.raises(NameTooLongError) as refused:
+        registry.get(name)
+    error = refused.value
+    assert isinstance(error, BreakerError)
+    assert isinstance(error, ValueError)
+    assert (error.name, error.max_name_length) == (name, 300)
+    assert str(error) == (
+        f"cannot create circuit breaker {'a' * 40!r}... : its name has 10,008 characters, "
+        "more than max_name_length=300"
+    )
+    assert list(registry.breakers()) == [longest]
+
+
+def test_max_name_length_is_configurable_and_checked() -> None:
+    registry = BreakerRegistry(max_name_length=8, clock=FakeClock())
+    registry.get("12345678")
+    with pytest.raises(NameTooLongError):
+        registry.get("123456789")
+    assert BreakerRegistry(max_name_length=None).get("x" * 5000).name == "x" * 5000
+    for bad in (0, -1, True, 2.5, "300"):
+        with pytest.raises(ValueError, match=r"^max_name_length must be an integer >= 1 or None"):
+            BreakerRegistry(max_name_length=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"its name has 9 characters, more than max_name_length=8"):
+        BreakerRegistry(breakers={"123456789": {}}, max_name_length=8)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import SettingsConfigDict
 
-from fastapi_breaker import BreakerOptions, State, UnknownBreakerError
+from fastapi_breaker import BreakerOptions, NameTooLongError, State, UnknownBreakerError
 from fastapi_breaker._registry import DEFAULT_MAX_BREAKERS
 from fastapi_breaker.settings import (
     BreakerSettings,
@@ -281,7 +281,8 @@ def test_a_source_of_the_wrong_kind_is_refused() -> None:
 
 
 VARIABLES = (
-    "FASTAPI_BREAKER_STRICT, FASTAPI_BREAKER_MAX_BREAKERS, FASTAPI_BREAKER_REDIS_URL, "
+    "FASTAPI_BREAKER_STRICT, FASTAPI_BREAKER_MAX_BREAKERS, FASTAPI_BREAKER_MAX_NAME_LENGTH, "
+    "FASTAPI_BREAKER_REDIS_URL, "
     "FASTAPI_BREAKER_REDIS_NAMESPACE, FASTAPI_BREAKER_DEFAULTS, "
     "FASTAPI_BREAKER_DEFAULTS__<option>, FASTAPI_BREAKER_BREAKERS, "
     "FASTAPI_BREAKER_BREAKERS__<name>, FASTAPI_BREAKER_BREAKERS__<name>__<option>"
@@ -728,3 +729,19 @@ def test_a_dotenv_line_without_a_value_is_named(tmp_path: Path) -> None:
         f"FASTAPI_BREAKER_STRICT?) in {path} has no value: write FASTAPI_BREAKER_STRCT=<value>, "
         "or remove the line"
     )
+
+
+def test_max_name_length_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTAPI_BREAKER_MAX_NAME_LENGTH", "12")
+    registry = registry_from_settings()
+    registry.get("x" * 12)
+    with pytest.raises(NameTooLongError):
+        registry.get("x" * 13)
+    monkeypatch.setenv("FASTAPI_BREAKER_MAX_NAME_LENGTH", "0")
+    expected = (
+        "invalid circuit breaker settings (1 problem):\n"
+        "  max_name_length (FASTAPI_BREAKER_MAX_NAME_LENGTH): Input should be greater than or "
+        "equal to 1 (got 0)"
+    )
+    with pytest.raises(BreakerSettingsError, match=f"^{re.escape(expected)}$"):
+        registry_from_settings()
