@@ -15,7 +15,7 @@ import asyncio
 import collections
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -170,8 +170,11 @@ def make_upstream_app() -> Any:
     return _upstream
 
 
-def populate(registry: BreakerRegistry, count: int) -> None:
-    """`count` breakers with history: 20% failures (closed), every 10th opened by 60%."""
+def populate(
+    registry: BreakerRegistry, count: int, name_of: Callable[[int], str] | None = None
+) -> None:
+    """`count` breakers with history: 20% failures (closed), every 10th opened by 60%.
+    `name_of(index)` names them (`svc-0000000`, ... by default)."""
 
     def ok() -> None:
         return None
@@ -182,7 +185,7 @@ def populate(registry: BreakerRegistry, count: int) -> None:
     # 2 successes then 3 failures: 33%, 50% (not above), 60% opens it; then 2 refused.
     opening = [ok] * 2 + [fail] * 3 + [ok] * 2
     for index in range(count):
-        breaker = registry.get(f"svc-{index:07d}")
+        breaker = registry.get(f"svc-{index:07d}" if name_of is None else name_of(index))
         for action in opening if index % 10 == 9 else [ok] * 8 + [fail] * 2:
             with contextlib.suppress(ValueError, CircuitOpenError):
                 breaker.call_sync(action)

@@ -8,7 +8,11 @@
 3. deadlines: bytes held by `--calls` timed calls behind one hung call, minus the same with
    `timeout=None` (which queues no deadline);
 4. handlers: one handler subscribed 20,000 times: calls per event, and the time to emit;
-5. buckets: one `stats` read with the largest `rolling_count_buckets` allowed, against 10.
+5. buckets: one `stats` read with the largest `rolling_count_buckets` allowed, against 10;
+6. names: a registry full at its bound (1,000) of breakers named at the longest length it
+   takes (`max_name_length`, 300 characters), with history: `/metrics`, `/health` (every
+   detail) and a dashboard snapshot, in process: their bytes, their times, and the longest
+   the event loop went without running a task that asks for a turn every millisecond.
 Results: bench/results/bounds-<date>.json.
 """
 
@@ -26,10 +30,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from bench.apps import HEALTH_OPTIONS, make_health_app, populate
 from bench.report import Run, heading
 from fastapi_breaker import BreakerOptions, BreakerRegistry, CircuitBreaker
+from fastapi_breaker._registry import DEFAULT_MAX_NAME_LENGTH
+from fastapi_breaker.dashboard import dashboard_router
+from fastapi_breaker.fastapi import setup_breakers
+from fastapi_breaker.health import health_router
+from fastapi_breaker.prometheus import mount_metrics
 from fastapi_breaker.testing import FakeClock
 
 HANDLER_SUBSCRIPTIONS = 20_000
@@ -38,6 +48,7 @@ HANDLER_SUBSCRIPTIONS = 20_000
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.bounds", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--only", nargs="+", help="run these sections only")
     parser.add_argument("--names", type=int, default=100_000, help="hostile breaker names")
     parser.add_argument("--calls", type=int, default=200_000, help="calls behind a hung one")
     parser.add_argument("--requests", type=int, default=50, help="/health requests at the bound")
@@ -253,9 +264,68 @@ def measure_buckets() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- report
 
 
+# ---------------------------------------------------------------------------------- 6. names
+
+
+async def _longest_stall(stop: asyncio.Event, found: dict[str, float]) -> None:
+    """The longest the loop went without giving this task its turn, asked every millisecond."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    while not stop.is_set():
+        asked = loop.time()
+        await asyncio.sleep(0.001)
+        worst = max(worst, loop.time() - asked - 0.001)
+    found["stall_ms"] = round(worst * 1e3, 1)
+
+
+async def _served_with_long_names(registry: BreakerRegistry, requests: int) -> dict[str, Any]:
+    app = FastAPI()
+    setup_breakers(app, registry)
+    app.include_router(health_router(detail="always"))
+    mount_metrics(app)
+    # A short-lived stream, so that the in-process client gets its whole body: 2 snapshots.
+    app.include_router(dashboard_router(interval=0.25, max_stream_age=0.6))
+    stop, stall = asyncio.Event(), {"stall_ms": 0.0}
+    monitor = asyncio.create_task(_longest_stall(stop, stall))
+    rows: dict[str, Any] = {}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://bench"
+    ) as client:
+        for path in ("/metrics", "/health"):
+            timings, size = [], 0
+            for _ in range(requests):
+                start = time.perf_counter()
+                response = await client.get(path)
+                timings.append(time.perf_counter() - start)
+                size = len(response.content)
+            rows[path] = {
+                "bytes": size,
+                "p50_ms": round(statistics.median(timings) * 1e3, 2),
+                "max_ms": round(max(timings) * 1e3, 2),
+            }
+        body = (await client.get("/breakers/events")).content
+        snapshots = [line for line in body.split(b"\n") if line.startswith(b'data: {"dropped"')]
+        rows["dashboard snapshot"] = {"bytes": max(len(line) for line in snapshots)}
+    stop.set()
+    await monitor
+    rows["longest event-loop stall, ms"] = stall["stall_ms"]
+    return rows
+
+
+def measure_names(requests: int) -> dict[str, Any]:
+    registry = BreakerRegistry(HEALTH_OPTIONS)
+    length = DEFAULT_MAX_NAME_LENGTH
+    populate(registry, 1000, lambda index: f"{index:07d}-".ljust(length, "x"))
+    report = {"breakers": len(registry.breakers()), "name_length": length}
+    report.update(asyncio.run(_served_with_long_names(registry, requests)))
+    return report
+
+
 def render(report: dict[str, Any]) -> str:
     lines = heading(report)
-    for section in ("registry", "health", "deadlines", "handlers", "buckets"):
+    for section in ("registry", "health", "deadlines", "handlers", "buckets", "names"):
+        if section not in report:
+            continue
         lines.append(f"\n[{section}]")
         lines += [f"  {key}: {row}" for key, row in report[section].items()]
     return "\n".join(lines)
@@ -271,8 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         "deadlines": lambda: asyncio.run(measure_deadlines(args.calls)),
         "handlers": measure_handlers,
         "buckets": measure_buckets,
+        "names": lambda: measure_names(args.requests),
     }
     for name, measure in sections.items():
+        if args.only and name not in args.only:
+            continue
         print(f"{name} ...", file=sys.stderr, flush=True)
         report[name] = measure()
     run.finish("bounds", report, render)
