@@ -201,6 +201,8 @@ class RedisCoordinator:
         self._sha: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
+        # Set while Redis answers; the subscription waits on it through an outage.
+        self._answered: asyncio.Event | None = None
         self._process_key = process_key_for(namespace, self.process_id)
         self._remembered = False  # whether Redis was given the process key yet
         self._memory_due = -math.inf
@@ -245,6 +247,8 @@ class RedisCoordinator:
                 retry_on_timeout=False,
             )
         self._wake = asyncio.Event()
+        self._answered = asyncio.Event()
+        self._answered.set()
         self._tasks = [
             asyncio.create_task(self._flushing(), name="fastapi_breaker.redis flush"),
             asyncio.create_task(self._listening(), name="fastapi_breaker.redis subscribe"),
@@ -496,6 +500,8 @@ class RedisCoordinator:
             return
         self.degraded = self._outage_reported = True
         self._backoff = _BACKOFF_FIRST
+        if self._answered is not None:
+            self._answered.clear()
         logger.warning(
             "fleet coordinator %r: Redis %s (%s); breakers follow local evidence",
             self.namespace,
@@ -511,6 +517,8 @@ class RedisCoordinator:
     def _recovered(self) -> None:
         self.degraded = self._outage_reported = False
         self._backoff = _BACKOFF_FIRST
+        if self._answered is not None:
+            self._answered.set()
         logger.warning("fleet coordinator %r: Redis reachable again", self.namespace)
         for followed in list(self._followed.values()):
             breaker = followed.breaker
@@ -526,12 +534,14 @@ class RedisCoordinator:
         loop = asyncio.get_running_loop()
         next_repair = loop.time() + self.repair_interval
         pubsub = None
+        pause = self.flush_interval
         while True:
             try:
                 if pubsub is None:
                     assert self._client is not None
                     pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                     await pubsub.subscribe(self._channel)
+                    pause = self.flush_interval
                     self._repair(everything=True)  # what was published meanwhile is lost
                 message = await pubsub.get_message(timeout=self.repair_interval)
                 if message is not None:
@@ -546,10 +556,25 @@ class RedisCoordinator:
                 pubsub = None
                 # Redis may have restarted: ask at the next flush whether it lost its data.
                 self._memory_due = -math.inf
-                await asyncio.sleep(self._pause() if self.degraded else self.flush_interval)
+                await self._resubscribe_after(pause)
+                # Retried no less often than the repairing read would find what it misses.
+                pause = min(pause * 2, self.repair_interval)
             if loop.time() >= next_repair:
                 next_repair = loop.time() + self.repair_interval
                 self._repair(everything=False)
+
+    async def _resubscribe_after(self, pause: float) -> None:
+        """Wait before subscribing again: `pause` while Redis answers the flushes. During an
+        outage the flushes probe Redis, with their backoff, and the subscription waits for the
+        one that is answered: subscribed a backoff later, it would miss what another process
+        publishes meanwhile, and the repairing reads wait with it."""
+        assert self._answered is not None
+        if not self.degraded:
+            await asyncio.sleep(pause)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_BACKOFF_MOST):  # a bound, should a probe never end
+                await self._answered.wait()
 
     def _repair(self, *, everything: bool) -> None:
         """Mark for a read the breakers a lost message would leave wrong: those open or

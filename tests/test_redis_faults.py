@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from fastapi_breaker import BreakerRegistry, CircuitBreaker, State
-from fastapi_breaker._redis_script import keys_for
+from fastapi_breaker._redis_script import channel_for, keys_for
 from fastapi_breaker.redis import RedisCoordinator
 from tests.redis_server import RedisServer
 
@@ -226,3 +226,32 @@ async def test_garbage_in_the_keys_under_load_is_repaired_without_an_outage(
             assert load.slowest < SLOWEST_CALL
             assert breaker.stats.successes == load.calls
         await decides_again(registries)
+
+
+async def test_each_process_subscribes_again_as_soon_as_redis_answers_after_a_long_outage(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    # Five seconds down: the retries have backed off to their longest, seconds apart. The
+    # subscription must not sleep through the recovery a flush found: until it is back, a
+    # transition another process publishes is not heard, and the repairing read waits with it.
+    async with two_processes(redis_url) as (breakers, events, registries):
+        await eventually(lambda: all(b.fleet_state is State.CLOSED for b in breakers), 3.0)
+        channel = channel_for(NAMESPACE)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert client.pubsub_numsub(channel) == [(channel.encode(), 2)]
+            client.close()
+            loads = [Load(breaker) for breaker in breakers]
+            redis_server.kill()
+            await asyncio.sleep(5.0)
+            redis_server.start()
+            await eventually(lambda: len(events) == 4, 10.0)
+            recovered = time.monotonic()
+            client = redis.Redis.from_url(redis_url)
+            await eventually(lambda: client.pubsub_numsub(channel) == [(channel.encode(), 2)], 0.25)
+            assert time.monotonic() - recovered < 0.25
+            for load in loads:
+                await load.stop()
+            await decides_again(registries)
+        finally:
+            client.close()
