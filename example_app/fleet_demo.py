@@ -32,11 +32,11 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,16 +50,23 @@ from .auth_service import create_auth_app
 from .embedded_redis import EmbeddedRedis
 from .scenario import ScenarioError
 from .servers import LoopbackServer, free_port
-from .user_service import AuthSettings, coordinator_from_env, create_user_app
+from .user_service import AUTH_URL_VARIABLE, AuthSettings, app_from_environment
 
-__all__ = ["SwitchedAuthService", "UvicornWorkers", "WorkerPid", "main", "run_demo", "worker_app"]
+__all__ = [
+    "SwitchedAuthService",
+    "UvicornWorkers",
+    "WorkerPid",
+    "main",
+    "run_demo",
+    "worker_app",
+    "worker_environment",
+]
 
 SCALE = 0.1
 SETTINGS = AuthSettings().scaled(SCALE)  # timeout 0.5 s, reset timeout 2 s, 50%, volume 10
 WORKERS = 4
 PERIODS = 4  # reset periods over which the trials are counted
 NAMESPACE = "user-service-demo"
-AUTH_URL_VARIABLE = "EXAMPLE_AUTH_URL"  # how the workers learn where the Auth Service is
 PID_HEADER = "x-worker-pid"
 LOGIN_GAP = 0.025  # seconds between two logins: 40 a second, spread over the workers
 HEALTH_GAP = 0.01  # back to back, the kernel tends to hand the connections to the same workers
@@ -68,15 +75,31 @@ STOPPED_WITHIN = 15.0
 
 
 def worker_app() -> FastAPI:
-    """One worker of the fleet: `uvicorn --factory --workers 4` calls this in each process."""
-    # The demo prints its own timeline of the fleet; four processes' log lines of the same
-    # state changes would come between its lines, in no set order (`make demo` shows them).
-    logging.getLogger("fastapi_breaker").setLevel(logging.ERROR)
-    app = create_user_app(
-        os.environ[AUTH_URL_VARIABLE], SETTINGS, coordinator=coordinator_from_env()
-    )
+    """One worker of the fleet: `uvicorn --factory --workers 4` calls this in each process.
+
+    `example_app.user_service:app`, configured the same way from the same variables, with the
+    demo's `X-Worker-Pid` header added."""
+    app = app_from_environment()
     app.add_middleware(WorkerPid)
     return app
+
+
+def worker_environment(auth_url: str, redis_url: str | None) -> dict[str, str]:
+    """The variables the workers read: where the Auth Service is, the demo's scaled times over
+    `user_service.env`'s, and the Redis the fleet shares (None: each worker on its own)."""
+    breaker = "FASTAPI_BREAKER_BREAKERS__AuthService__"
+    fleet: dict[str, str] = {}
+    if redis_url is not None:
+        fleet["FASTAPI_BREAKER_REDIS_URL"] = redis_url
+        fleet["FASTAPI_BREAKER_REDIS_NAMESPACE"] = NAMESPACE
+    return {
+        AUTH_URL_VARIABLE: auth_url,
+        f"{breaker}TIMEOUT": f"{SETTINGS.timeout:g}",
+        f"{breaker}RESET_TIMEOUT": f"{SETTINGS.reset_timeout:g}",
+        f"{breaker}ERROR_THRESHOLD_PERCENTAGE": f"{SETTINGS.error_threshold_percentage:g}",
+        f"{breaker}VOLUME_THRESHOLD": str(SETTINGS.volume_threshold),
+        **fleet,
+    }
 
 
 class WorkerPid:
@@ -122,22 +145,24 @@ class UvicornWorkers:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by logged()
 
-    def start(self, auth_url: str, redis_url: str) -> None:
+    def start(self, auth_url: str, redis_url: str | None) -> None:
         project = Path(__file__).resolve().parent.parent
         command = [
             *(sys.executable, "-m", "uvicorn", "example_app.fleet_demo:worker_app", "--factory"),
             *("--workers", str(WORKERS), "--host", "127.0.0.1", "--port", str(self.port)),
             *("--app-dir", str(project), "--log-level", "warning", "--no-access-log"),
         ]
-        environ = {
-            **os.environ,
-            AUTH_URL_VARIABLE: auth_url,
-            "FASTAPI_BREAKER_REDIS_URL": redis_url,
-            "FASTAPI_BREAKER_REDIS_NAMESPACE": NAMESPACE,
-        }
+        environ = {**os.environ, **worker_environment(auth_url, redis_url)}
+        # The workers' own log lines (the fastapi_breaker logger's warnings, each state change
+        # in each process) go to a file, not between the demo's lines: it prints them last.
         self.process = subprocess.Popen(
-            command, env=environ, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stderr=self.log,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -150,6 +175,12 @@ class UvicornWorkers:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(STOPPED_WITHIN)
+
+    def logged(self) -> list[str]:
+        """What the workers wrote to stderr (once they stopped): their log lines."""
+        with self.log:
+            self.log.seek(0)
+            return self.log.read().decode(errors="replace").splitlines()
 
 
 class _Demo:
@@ -210,30 +241,38 @@ async def run_demo(echo: Callable[[str], None] = print) -> None:
     """Start Redis, the Auth Service and the four workers; play the steps; stop them all."""
     auth = SwitchedAuthService()
     workers = UvicornWorkers()
-    # Connection: close, so that every request is a new connection, which the kernel hands to
-    # one of the workers.
-    async with (
-        httpx.AsyncClient(base_url=workers.url, headers={"Connection": "close"}) as client,
-        contextlib.AsyncExitStack() as running,  # stops the workers, then Auth, then Redis
-    ):
-        demo = _Demo(client, auth, echo)
-        with demo.step(f"{WORKERS} uvicorn workers share one Redis for their breakers"):
-            redis_server = running.enter_context(EmbeddedRedis())
-            demo.say(f"   redis-server on {redis_server.url}, namespace {NAMESPACE!r}")
-            auth_server = LoopbackServer(auth)
-            await auth_server.start()
-            running.push_async_callback(auth_server.stop)
-            demo.say(f"   Auth Service on {auth_server.url}")
-            workers.start(auth_server.url, redis_server.url)
-            running.push_async_callback(asyncio.to_thread, workers.stop)
-            demo.say(f"   uvicorn --workers {WORKERS} on {workers.url}")
-            await _workers_answer(demo, workers)
-        await _logins_pass(demo)
-        await _fleet_opens(demo)
-        with demo.step("/health gives the same answer from every worker"):
-            await demo.health_from_every_worker("degraded", fleet="open")
-        await _one_trial_per_period(demo)
-        await _recovery(demo)
+    try:
+        # Connection: close, so that every request is a new connection, which the kernel hands
+        # to one of the workers.
+        async with (
+            httpx.AsyncClient(base_url=workers.url, headers={"Connection": "close"}) as client,
+            contextlib.AsyncExitStack() as running,  # stops the workers, then Auth, then Redis
+        ):
+            demo = _Demo(client, auth, echo)
+            with demo.step(f"{WORKERS} uvicorn workers share one Redis for their breakers"):
+                redis_server = running.enter_context(EmbeddedRedis())
+                demo.say(f"   redis-server on {redis_server.url}, namespace {NAMESPACE!r}")
+                auth_server = LoopbackServer(auth)
+                await auth_server.start()
+                running.push_async_callback(auth_server.stop)
+                demo.say(f"   Auth Service on {auth_server.url}")
+                workers.start(auth_server.url, redis_server.url)
+                running.push_async_callback(asyncio.to_thread, workers.stop)
+                demo.say(f"   uvicorn --workers {WORKERS} on {workers.url}")
+                await _workers_answer(demo, workers)
+            await _logins_pass(demo)
+            await _fleet_opens(demo)
+            with demo.step("/health gives the same answer from every worker"):
+                await demo.health_from_every_worker("degraded", fleet="open")
+            await _one_trial_per_period(demo)
+            await _recovery(demo)
+    finally:
+        # After the timeline, not inside it: four processes log the same state changes, in
+        # no set order. These are the lines an operator watches (docs/fleet.md).
+        lines = workers.logged()
+        echo(f"== What the workers logged ({len(lines)} lines, each worker its own changes)")
+        for line in lines:
+            echo(f"   {line}")
 
 
 async def _workers_answer(demo: _Demo, workers: UvicornWorkers) -> None:

@@ -6,14 +6,22 @@ Every call to the Auth Service goes through `AsyncBreakerTransport`, so the brea
 `fastapi_breaker.grpc`'s interceptor, with the same breaker and the same answers. The middleware
 that `setup_breakers` installs turns that refusal into a 503 with `Retry-After`. The breakers are
 watched at `/health`, `/metrics` (Prometheus) and `/breakers/dashboard` (a live page).
+
+`app` is the User Service configured the documented way, for `uvicorn
+example_app.user_service:app --workers 4`: its breakers from `FASTAPI_BREAKER_*` variables through
+`registry_from_settings()`, over the design note's settings in `user_service.env` (any variable
+in the environment overrides the file's), and the Auth Service at `EXAMPLE_AUTH_URL`
+(`http://127.0.0.1:8001` when unset). With `FASTAPI_BREAKER_REDIS_URL` and
+`FASTAPI_BREAKER_REDIS_NAMESPACE` set, every worker shares the breaker through that Redis.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import httpx
@@ -26,18 +34,23 @@ from fastapi_breaker.fastapi import CIRCUIT_OPEN_RESPONSE, get_breaker, setup_br
 from fastapi_breaker.health import health_router
 from fastapi_breaker.httpx import AsyncBreakerTransport
 from fastapi_breaker.prometheus import mount_metrics
+from fastapi_breaker.settings import RegistrySettings, registry_from_settings
 
 if TYPE_CHECKING:  # imported when used: without Redis the example needs no redis-py
     from fastapi_breaker.redis import RedisCoordinator
 
 __all__ = [
     "AUTH_SERVICE_LIMITS",
+    "AUTH_URL_VARIABLE",
     "DASHBOARD_PATH",
-    "DEFAULT_NAMESPACE",
+    "DEFAULT_AUTH_URL",
     "METRICS_PATH",
+    "SETTINGS_FILE",
     "AuthSettings",
-    "coordinator_from_env",
+    "app",
+    "app_from_environment",
     "create_user_app",
+    "registry_from_environment",
 ]
 
 # The connection pool to the Auth Service: at most 10 connections, and all of them kept alive.
@@ -72,19 +85,26 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 METRICS_PATH = "/metrics"
 DASHBOARD_PATH = "/breakers/dashboard"  # dashboard_router's default prefix, then /dashboard
 
-# The User Service's name in Redis when FASTAPI_BREAKER_REDIS_NAMESPACE is not set.
-DEFAULT_NAMESPACE = "user-service"
+# The design note's settings as FASTAPI_BREAKER_* variables, read under the environment's.
+SETTINGS_FILE = Path(__file__).with_name("user_service.env")
+# Where `app` finds the Auth Service: `make run` serves it at the default.
+AUTH_URL_VARIABLE = "EXAMPLE_AUTH_URL"
+DEFAULT_AUTH_URL = "http://127.0.0.1:8001"
 
 
-def coordinator_from_env(environ: Mapping[str, str] = os.environ) -> RedisCoordinator | None:
-    """A `RedisCoordinator` when FASTAPI_BREAKER_REDIS_URL is set, else None (local breakers)."""
-    url = environ.get("FASTAPI_BREAKER_REDIS_URL")
-    if not url:
-        return None
-    from fastapi_breaker.redis import RedisCoordinator
+def registry_from_environment() -> BreakerRegistry:
+    """The breakers the documented way: `FASTAPI_BREAKER_*` variables from the environment,
+    over those of `user_service.env`, through `registry_from_settings()`. A variable that means
+    nothing, or a value out of range, raises `BreakerSettingsError` naming it; a Redis URL with
+    its namespace gives the registry a `RedisCoordinator`."""
+    return registry_from_settings(RegistrySettings(_env_file=SETTINGS_FILE))
 
-    namespace = environ.get("FASTAPI_BREAKER_REDIS_NAMESPACE") or DEFAULT_NAMESPACE
-    return RedisCoordinator(url, namespace=namespace)
+
+def app_from_environment() -> FastAPI:
+    """The User Service, configured from the environment (see `registry_from_environment`),
+    calling the Auth Service at `EXAMPLE_AUTH_URL`."""
+    auth_url = os.environ.get(AUTH_URL_VARIABLE) or DEFAULT_AUTH_URL
+    return create_user_app(auth_url, registry=registry_from_environment())
 
 
 class ErrorDetail(BaseModel):
@@ -101,6 +121,7 @@ def create_user_app(
     http_timeout: float = 5.0,
     coordinator: RedisCoordinator | None = None,
     auth_grpc_target: str | None = None,
+    registry: BreakerRegistry | None = None,
 ) -> FastAPI:
     """The User Service, calling the Auth Service at `auth_url` (HTTP) or `auth_grpc_target`.
 
@@ -111,19 +132,27 @@ def create_user_app(
     wait for a pooled connection); the breaker's `settings.timeout` bounds the whole call.
     `coordinator`: shares the breaker with the other processes of the fleet (the lifespan that
     `setup_breakers` installs starts and stops it).
+    `registry`: a registry made elsewhere (from settings, say) with the "AuthService" breaker,
+    instead of one made here from `settings`, `clock` and `coordinator`.
     """
     if (auth_url is None) == (auth_grpc_target is None):
         raise ValueError(
             "create_user_app: give exactly one of auth_url (HTTP) and auth_grpc_target (gRPC), "
             f"got auth_url={auth_url!r} and auth_grpc_target={auth_grpc_target!r}"
         )
-    settings = settings or AuthSettings()
-    registry = BreakerRegistry(
-        breakers={"AuthService": dataclasses.asdict(settings)},
-        strict=True,
-        clock=clock,
-        coordinator=coordinator,
-    )
+    if registry is None:
+        registry = BreakerRegistry(
+            breakers={"AuthService": dataclasses.asdict(settings or AuthSettings())},
+            strict=True,
+            clock=clock,
+            coordinator=coordinator,
+        )
+    elif settings is not None or clock is not None or coordinator is not None:
+        raise ValueError(
+            "create_user_app: give registry, or settings, clock and coordinator to make one, "
+            "not both"
+        )
+    reset_timeout = registry.get("AuthService").options.reset_timeout
 
     @asynccontextmanager
     async def http_lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -164,7 +193,7 @@ def create_user_app(
         # Imported here: the HTTP variant needs no grpcio.
         from .grpc_auth.client import grpc_lifespan, grpc_login
 
-        lifespan = grpc_lifespan(auth_grpc_target, registry, settings.reset_timeout)
+        lifespan = grpc_lifespan(auth_grpc_target, registry, reset_timeout)
         login = grpc_login
 
     app = FastAPI(title="User Service", lifespan=lifespan)
@@ -204,3 +233,20 @@ def create_user_app(
     mount_metrics(app, path=METRICS_PATH)
     app.include_router(dashboard_router())
     return app
+
+
+# Declared, not assigned: reading it calls __getattr__ below.
+app: FastAPI
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app` is made on first use, not at import: the tests import this module for
+    # create_user_app(), and an app read from the environment belongs to the process that
+    # serves it (uvicorn reads the attribute in each worker).
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = app_from_environment()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

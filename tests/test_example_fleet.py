@@ -6,16 +6,19 @@ The demo tests run the real thing (a redis-server, `uvicorn --workers 4`, the Au
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from example_app import fleet_demo
-from example_app.user_service import coordinator_from_env, create_user_app
-from fastapi_breaker.redis import RedisCoordinator
+from example_app.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +49,11 @@ def test_the_demo_shows_four_workers_behaving_as_one_breaker() -> None:
     # /health from every worker, twice: while the fleet is open, and once it has closed.
     assert len(re.findall(r"answers, all 200 degraded \(fleet open\)\n", out)) == 4
     assert len(re.findall(r"answers, all 200 healthy \(fleet closed\)\n", out)) == 4
+    # The workers' own warnings, which operators watch, are printed after the timeline: every
+    # worker logs the fleet's opening (it learns of it from Redis).
+    logged = out[out.index("== What the workers logged") :]
+    opened = "circuit breaker 'AuthService' opened (closed -> open) as its fleet decided"
+    assert logged.count(opened) + logged.count("opened (closed -> open) at ") == 4, logged
     assert out.endswith("fleet demo finished: the four workers behaved as one breaker\n")
 
 
@@ -53,7 +61,7 @@ class _Uncoordinated(fleet_demo.UvicornWorkers):
     """The same workers with no Redis URL: each keeps a breaker of its own."""
 
     def start(self, auth_url: str, redis_url: str) -> None:
-        super().start(auth_url, redis_url="")  # the User Service's coordinator_from_env: None
+        super().start(auth_url, redis_url=None)  # no FASTAPI_BREAKER_REDIS_* variables
 
 
 def test_without_the_coordinator_the_demo_fails_at_the_opening_step(
@@ -75,19 +83,75 @@ def test_without_the_coordinator_the_demo_fails_at_the_opening_step(
     assert "== Step 4" not in captured.out
 
 
-def test_the_user_service_shares_its_breaker_when_a_redis_url_is_set() -> None:
-    assert coordinator_from_env({}) is None
-    assert coordinator_from_env({"FASTAPI_BREAKER_REDIS_URL": ""}) is None
+# The commands example_app/README.md gives to run the example as a fleet, with their ports.
+DOCUMENTED = (
+    ".venv/bin/python -m example_app.embedded_redis 6379 &",
+    ".venv/bin/uvicorn --factory example_app.auth_service:create_auth_app --port 8001 &",
+    "FASTAPI_BREAKER_REDIS_URL=redis://127.0.0.1:6379/0"
+    " FASTAPI_BREAKER_REDIS_NAMESPACE=user-service"
+    " .venv/bin/uvicorn example_app.user_service:app --workers 4 --port 8000",
+)
 
-    url = "redis://127.0.0.1:6379/0"
-    default = coordinator_from_env({"FASTAPI_BREAKER_REDIS_URL": url})
-    named = coordinator_from_env(
-        {"FASTAPI_BREAKER_REDIS_URL": url, "FASTAPI_BREAKER_REDIS_NAMESPACE": "login"}
-    )
-    assert isinstance(default, RedisCoordinator)
-    assert default.namespace == "user-service"
-    assert isinstance(named, RedisCoordinator)
-    assert named.namespace == "login"
 
-    app = create_user_app("http://127.0.0.1:1", coordinator=named)
-    assert app.state.breaker_registry.coordinator is named
+def test_the_documented_commands_run_the_example_as_a_fleet() -> None:
+    readme = (ROOT / "example_app" / "README.md").read_text()
+    for command in DOCUMENTED:
+        assert command in " ".join(readme.replace("\\\n", " ").split()), command
+    # The same commands, on free ports, with two workers, and a setting from the environment.
+    redis_port, auth_port, user_port = free_port(), free_port(), free_port()
+    python = sys.executable
+    started: list[subprocess.Popen[bytes]] = []
+    environ = {
+        **os.environ,
+        "FASTAPI_BREAKER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "FASTAPI_BREAKER_REDIS_NAMESPACE": "user-service",
+        "EXAMPLE_AUTH_URL": f"http://127.0.0.1:{auth_port}",
+        "FASTAPI_BREAKER_BREAKERS__AuthService__RESET_TIMEOUT": "2",
+    }
+    uvicorn = [python, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
+    auth_app = "example_app.auth_service:create_auth_app"
+    commands = [
+        [python, "-m", "example_app.embedded_redis", str(redis_port)],
+        [*uvicorn, "--factory", auth_app, "--port", str(auth_port)],
+        [*uvicorn, "example_app.user_service:app", "--workers", "2", "--port", str(user_port)],
+    ]
+    try:
+        for command in commands:
+            started.append(
+                subprocess.Popen(
+                    command, cwd=ROOT, env=environ, stderr=subprocess.PIPE, start_new_session=True
+                )
+            )
+        with httpx.Client(base_url=f"http://127.0.0.1:{user_port}", timeout=5.0) as client:
+            answered(client, "/health/live", within=30.0)
+            # The workers reach Redis: the fleet's state shows (after a worker's first flush).
+            for _ in range(100):
+                health = client.get("/health")
+                if health.json()["details"]["AuthService"]["fleet"] == "closed":
+                    break
+                time.sleep(0.05)
+            assert health.status_code == 200
+            assert health.json()["details"]["AuthService"]["fleet"] == "closed"
+            login = answered(client, "/login?token=valid-alice", within=10.0)
+            assert (login.status_code, login.json()) == (200, {"user": "alice"})
+            status = client.get("/auth-status").json()
+            assert status == {"state": "closed", "retry_after": None}
+    finally:
+        for process in reversed(started):
+            os.killpg(process.pid, signal.SIGTERM)
+        errors = [process.communicate(timeout=15)[1].decode() for process in started]
+    # Each stopped on SIGTERM, cleanly (a single uvicorn server re-raises the signal it stopped on).
+    assert all(process.returncode in (0, -signal.SIGTERM) for process in started), errors
+    assert errors[2] == "", errors[2]  # no warning from the workers: Redis was reached
+
+
+def answered(client: httpx.Client, path: str, within: float) -> httpx.Response:
+    """The first answer to `path` once the server listens (polled, with a bound)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return client.get(path)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
