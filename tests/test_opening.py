@@ -270,3 +270,56 @@ async def test_close_clears_the_window(make: Make) -> None:
     assert breaker.stats.failures == 0
     await failing(breaker, 2)
     assert breaker.state is State.CLOSED
+
+
+def failing_calls_before_opening(
+    rate: int, window: float, threshold: float, volume: int, *, quiet: bool = False
+) -> int:
+    """A breaker called `rate` times a second, every call succeeding for a whole window (none,
+    if `quiet`), then every call failing: how many failing calls it lets through before it
+    opens."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        clock=clock,
+        timeout=None,
+        rolling_count_timeout=window,
+        rolling_count_buckets=10,
+        error_threshold_percentage=threshold,
+        volume_threshold=volume,
+    )
+
+    async def play() -> int:
+        for _ in range(0 if quiet else round(rate * window)):
+            await succeed(breaker)
+            clock.advance(1 / rate)
+        failed = 0
+        while breaker.state is State.CLOSED:
+            assert failed < 10 * rate * window  # bounded: it must open within the window
+            await failing(breaker)
+            failed += 1
+            clock.advance(1 / rate)
+        return failed
+
+    return asyncio.run(play())
+
+
+@pytest.mark.parametrize(
+    ("rate", "window", "threshold", "failed"),
+    [
+        # About threshold x calls in the window, never the volume threshold. Within one
+        # bucket's calls of it: the successes leave the window a bucket at a time.
+        (20, 10.0, 50.0, 100),  # 200 calls in the window
+        (200, 10.0, 50.0, 1000),  # 2,000: the docs' example
+        (200, 2.0, 50.0, 201),  # a shorter window opens sooner
+        (200, 10.0, 25.0, 467),  # 500 less part of the bucket that left first
+    ],
+)
+def test_under_steady_traffic_the_percentage_over_the_window_decides_not_the_volume(
+    rate: int, window: float, threshold: float, failed: int
+) -> None:
+    assert failing_calls_before_opening(rate, window, threshold, volume=10) == failed
+
+
+def test_after_a_quiet_window_the_volume_threshold_decides() -> None:
+    # No successes left in the window: the first volume_threshold failures open it.
+    assert failing_calls_before_opening(200, 10.0, 50.0, volume=10, quiet=True) == 10
