@@ -1,6 +1,6 @@
 """Bounds against untrusted input: what a hostile caller can make the library hold or spend.
 
-    python -m bench.bounds [--quick] [--names N] [--calls N]
+    python -m bench.bounds [--quick] [--only SECTION ...] [--names N] [--calls N] [--requests N]
 
 1. registry: N distinct names asked of a registry with the default bound and of an unbounded
    one: breakers and bytes held (tracemalloc), time per new name;
@@ -10,9 +10,12 @@
 4. handlers: one handler subscribed 20,000 times: calls per event, and the time to emit;
 5. buckets: one `stats` read with the largest `rolling_count_buckets` allowed, against 10;
 6. names: a registry full at its bound (1,000) of breakers named at the longest length it
-   takes (`max_name_length`, 300 characters), with history: `/metrics`, `/health` (every
-   detail) and a dashboard snapshot, in process: their bytes, their times, and the longest
-   the event loop went without running a task that asks for a turn every millisecond.
+   takes (`max_name_length`, 300 characters), with history, served by uvicorn in a
+   subprocess, then the same with ordinary names (`svc-0000000`) for the baseline: `/metrics`
+   (gzipped and plain) and `/health` (every detail) over HTTP, from the request to the last
+   byte, and three snapshots of the dashboard's event stream: their bytes, their times, and
+   the longest the server's event loop went without running a task that asks for a turn every
+   millisecond (watched inside the server).
 Results: bench/results/bounds-<date>.json.
 """
 
@@ -22,17 +25,19 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
 from bench.apps import HEALTH_OPTIONS, make_health_app, populate
+from bench.processes import UvicornProcess
 from bench.report import Run, heading
 from fastapi_breaker import BreakerOptions, BreakerRegistry, CircuitBreaker
 from fastapi_breaker._registry import DEFAULT_MAX_NAME_LENGTH
@@ -267,57 +272,115 @@ def measure_buckets() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- 6. names
 
 
-async def _longest_stall(stop: asyncio.Event, found: dict[str, float]) -> None:
-    """The longest the loop went without giving this task its turn, asked every millisecond."""
-    loop = asyncio.get_running_loop()
-    worst = 0.0
-    while not stop.is_set():
-        asked = loop.time()
-        await asyncio.sleep(0.001)
-        worst = max(worst, loop.time() - asked - 0.001)
-    found["stall_ms"] = round(worst * 1e3, 1)
+class _StallWatch:
+    """In the server's own event loop: the longest it went without giving a task its turn,
+    the task asking every millisecond. `GET /_bench/stall` answers it in ms, and starts over."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, loop.time() - asked - 0.001)
+
+    def read(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return round(worst * 1e3, 1)
 
 
-async def _served_with_long_names(registry: BreakerRegistry, requests: int) -> dict[str, Any]:
-    app = FastAPI()
+def make_names_app() -> FastAPI:
+    """uvicorn --factory: a registry full at its bound (1,000) of breakers with history, named
+    at BENCH_NAME_LENGTH characters (`svc-0000000`, 11, when unset), behind /metrics, /health
+    (every detail) and the dashboard, as an app would mount them; /_bench/stall reads the
+    loop's longest stall."""
+    registry = BreakerRegistry(HEALTH_OPTIONS)
+    length = int(os.environ.get("BENCH_NAME_LENGTH", "0"))
+    populate(registry, 1000, (lambda index: f"{index:07d}-".ljust(length, "x")) if length else None)
+    stall = _StallWatch()
+
+    @contextlib.asynccontextmanager
+    async def watching(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(stall.watch())
+        yield
+        task.cancel()
+
+    app = FastAPI(lifespan=watching)
     setup_breakers(app, registry)
     app.include_router(health_router(detail="always"))
     mount_metrics(app)
-    # A short-lived stream, so that the in-process client gets its whole body: 2 snapshots.
-    app.include_router(dashboard_router(interval=0.25, max_stream_age=0.6))
-    stop, stall = asyncio.Event(), {"stall_ms": 0.0}
-    monitor = asyncio.create_task(_longest_stall(stop, stall))
-    rows: dict[str, Any] = {}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://bench"
-    ) as client:
-        for path in ("/metrics", "/health"):
-            timings, size = [], 0
-            for _ in range(requests):
-                start = time.perf_counter()
-                response = await client.get(path)
-                timings.append(time.perf_counter() - start)
-                size = len(response.content)
-            rows[path] = {
-                "bytes": size,
-                "p50_ms": round(statistics.median(timings) * 1e3, 2),
-                "max_ms": round(max(timings) * 1e3, 2),
-            }
-        body = (await client.get("/breakers/events")).content
-        snapshots = [line for line in body.split(b"\n") if line.startswith(b'data: {"dropped"')]
-        rows["dashboard snapshot"] = {"bytes": max(len(line) for line in snapshots)}
-    stop.set()
-    await monitor
-    rows["longest event-loop stall, ms"] = stall["stall_ms"]
-    return rows
+    app.include_router(dashboard_router())
+    app.add_api_route("/_bench/stall", stall.read)
+    return app
+
+
+def _timed(client: httpx.Client, path: str, encoding: str, requests: int) -> dict[str, Any]:
+    """`requests` GETs (after 3 that warm up), each from the request to the last byte over
+    the wire; the bytes sent, and the server loop's longest stall meanwhile."""
+    timings: list[float] = []
+    size = 0
+    client.get("/_bench/stall")
+    for index in range(requests + 3):
+        start = time.perf_counter()
+        with client.stream("GET", path, headers={"Accept-Encoding": encoding}) as response:
+            size = sum(len(chunk) for chunk in response.iter_raw())
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} answered {response.status_code}")
+        if index >= 3:
+            timings.append(time.perf_counter() - start)
+    return {
+        "bytes": size,
+        "p50_ms": round(statistics.median(timings) * 1e3, 1),
+        "max_ms": round(max(timings) * 1e3, 1),
+        "stall_ms": client.get("/_bench/stall").json(),
+    }
+
+
+def _snapshots(client: httpx.Client, count: int) -> dict[str, Any]:
+    """The dashboard's event stream: the first `count` snapshots, their largest size, and the
+    server loop's longest stall while it sent them."""
+    client.get("/_bench/stall")
+    sizes: list[int] = []
+    start = time.perf_counter()
+    with client.stream("GET", "/breakers/events") as response:
+        for line in response.iter_lines():
+            if line.startswith('data: {"dropped"'):
+                sizes.append(len(line.encode()))
+                if len(sizes) == count:
+                    break
+    return {
+        "snapshots": len(sizes),
+        "bytes": max(sizes),
+        "seconds_for_all": round(time.perf_counter() - start, 2),
+        "stall_ms": client.get("/_bench/stall").json(),
+    }
+
+
+def _served(name_length: int, requests: int) -> dict[str, Any]:
+    env = {"BENCH_NAME_LENGTH": str(name_length)}
+    report: dict[str, Any] = {}
+    target = "bench.bounds:make_names_app"
+    with (
+        UvicornProcess(target, env=env, ready_path="/_bench/stall") as server,
+        httpx.Client(base_url=server.url, trust_env=False, timeout=30.0) as client,
+    ):
+        report["/metrics, gzipped"] = _timed(client, "/metrics", "gzip", requests)
+        report["/metrics, plain"] = _timed(client, "/metrics", "identity", requests)
+        report["/health, plain"] = _timed(client, "/health", "identity", requests)
+        report["dashboard stream"] = _snapshots(client, 3)
+        report["idle, no request"] = {"stall_ms": client.get("/_bench/stall").json()}
+    return report
 
 
 def measure_names(requests: int) -> dict[str, Any]:
-    registry = BreakerRegistry(HEALTH_OPTIONS)
-    length = DEFAULT_MAX_NAME_LENGTH
-    populate(registry, 1000, lambda index: f"{index:07d}-".ljust(length, "x"))
-    report = {"breakers": len(registry.breakers()), "name_length": length}
-    report.update(asyncio.run(_served_with_long_names(registry, requests)))
+    """The longest names against ordinary ones (`svc-0000000`), one server after the other."""
+    longest = _served(DEFAULT_MAX_NAME_LENGTH, requests)
+    ordinary = _served(0, requests)
+    report: dict[str, Any] = {"breakers": 1000, "name_length": DEFAULT_MAX_NAME_LENGTH}
+    for key, row in longest.items():
+        report[key] = {"longest names": row, "svc-0000000": ordinary[key]}
     return report
 
 
