@@ -15,7 +15,8 @@
    (gzipped and plain) and `/health` (every detail) over HTTP, from the request to the last
    byte, and three snapshots of the dashboard's event stream: their bytes, their times, and
    the longest the server's event loop went without running a task that asks for a turn every
-   millisecond (watched inside the server).
+   millisecond (watched inside the server); the server's peak resident memory (VmHWM) once
+   started, and after all of it.
 Results: bench/results/bounds-<date>.json.
 """
 
@@ -366,12 +367,23 @@ def _served(name_length: int, requests: int) -> dict[str, Any]:
         UvicornProcess(target, env=env, ready_path="/_bench/stall") as server,
         httpx.Client(base_url=server.url, trust_env=False, timeout=30.0) as client,
     ):
+        started_mb = _peak_mb(server.pid)
         report["/metrics, gzipped"] = _timed(client, "/metrics", "gzip", requests)
         report["/metrics, plain"] = _timed(client, "/metrics", "identity", requests)
         report["/health, plain"] = _timed(client, "/health", "identity", requests)
         report["dashboard stream"] = _snapshots(client, 3)
         report["idle, no request"] = {"stall_ms": client.get("/_bench/stall").json()}
+        report["server memory"] = {"started_mb": started_mb, "peak_mb": _peak_mb(server.pid)}
     return report
+
+
+def _peak_mb(pid: int) -> float:
+    """The process's peak resident memory so far (Linux's VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/<pid>/status")
 
 
 def measure_names(requests: int) -> dict[str, Any]:
