@@ -10,13 +10,13 @@
 4. handlers: one handler subscribed 20,000 times: calls per event, and the time to emit;
 5. buckets: one `stats` read with the largest `rolling_count_buckets` allowed, against 10;
 6. names: a registry full at its bound (1,000) of breakers named at the longest length it
-   takes (`max_name_length`, 300 characters), with history, served by uvicorn in a
-   subprocess, then the same with ordinary names (`svc-0000000`) for the baseline: `/metrics`
-   (gzipped and plain) and `/health` (every detail) over HTTP, from the request to the last
-   byte, and three snapshots of the dashboard's event stream: their bytes, their times, and
-   the longest the server's event loop went without running a task that asks for a turn every
-   millisecond (watched inside the server); the server's peak resident memory (VmHWM) once
-   started, and after all of it.
+   takes (`max_name_length`, 300 characters: random host names), with history, served by
+   uvicorn in a subprocess, then the same with ordinary names (`svc-0000000`) for the
+   baseline: `/metrics` (gzipped and plain) and `/health` (every detail) over HTTP, from the
+   request to the last byte, and three snapshots of the dashboard's event stream: their bytes,
+   their times, and the longest the server's event loop went without running a task that asks
+   for a turn every millisecond (watched inside the server); the server's peak resident memory
+   (VmHWM) once started, and after all of it.
 Results: bench/results/bounds-<date>.json.
 """
 
@@ -27,7 +27,9 @@ import asyncio
 import contextlib
 import gc
 import os
+import random
 import statistics
+import string
 import sys
 import time
 import tracemalloc
@@ -292,6 +294,20 @@ class _StallWatch:
         return round(worst * 1e3, 1)
 
 
+def host_names(length: int) -> Callable[[int], str]:
+    """Names as a hostile caller would pick them: host names of `length` characters, random
+    (seeded) letters, digits, dots and hyphens, which compress as little as host names do. A
+    name padded with one letter repeated would flatter gzip several times over."""
+    pick = random.Random(length)
+    alphabet = string.ascii_lowercase + string.digits + ".-"
+
+    def name(index: int) -> str:
+        head = f"h{index:07d}."
+        return head + "".join(pick.choice(alphabet) for _ in range(length - len(head)))
+
+    return name
+
+
 def make_names_app() -> FastAPI:
     """uvicorn --factory: a registry full at its bound (1,000) of breakers with history, named
     at BENCH_NAME_LENGTH characters (`svc-0000000`, 11, when unset), behind /metrics, /health
@@ -299,7 +315,7 @@ def make_names_app() -> FastAPI:
     loop's longest stall."""
     registry = BreakerRegistry(HEALTH_OPTIONS)
     length = int(os.environ.get("BENCH_NAME_LENGTH", "0"))
-    populate(registry, 1000, (lambda index: f"{index:07d}-".ljust(length, "x")) if length else None)
+    populate(registry, 1000, host_names(length) if length else None)
     stall = _StallWatch()
 
     @contextlib.asynccontextmanager
