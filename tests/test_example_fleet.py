@@ -119,9 +119,17 @@ def test_the_documented_commands_run_the_example_as_a_fleet() -> None:
         for command in commands:
             started.append(
                 subprocess.Popen(
-                    command, cwd=ROOT, env=environ, stderr=subprocess.PIPE, start_new_session=True
+                    command,
+                    cwd=ROOT,
+                    env=environ,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
                 )
             )
+            if len(started) == 1:  # Redis answers before the workers start
+                assert started[0].stdout is not None
+                assert started[0].stdout.readline().startswith(b"redis-server on redis://")
         with httpx.Client(base_url=f"http://127.0.0.1:{user_port}", timeout=5.0) as client:
             answered(client, "/health/live", within=30.0)
             # The workers reach Redis: the fleet's state shows (after a worker's first flush).
